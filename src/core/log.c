@@ -1,0 +1,2 @@
+/* placeholder: written in a later commit */
+typedef int log_placeholder;
