@@ -12,7 +12,18 @@
  * Every query's callback fires exactly once: with the result, with an
  * error, or with PG_E_CANCELLED when the pool is freed. It is never called
  * from inside pg_query() itself (an immediate failure is delivered from
- * the loop), so callers may do their own bookkeeping after pg_query. */
+ * the loop), so callers may do their own bookkeeping after pg_query.
+ * Callbacks may call pg_query() (chained queries queue behind the ones
+ * already waiting) and pg_pool_free().
+ *
+ * "No connection is up" is refined at start-up and right after a lost
+ * connection: while a first (re)connect attempt is still in flight, new
+ * queries queue for it; once attempts fail and none is up, new and queued
+ * queries fail with PG_E_UNAVAILABLE at once.
+ *
+ * A query that overruns opts.query_timeout_ms fails with PG_E_TIMEOUT and
+ * its connection is closed and replaced (PQcancel would block); set a
+ * server-side statement_timeout below it so the server stops the query. */
 #ifndef CORRAL_PG_H
 #define CORRAL_PG_H
 
@@ -61,16 +72,28 @@ struct pg_pool_stats {
     uint64_t wait_us_total; /* time queries spent queued, summed */
 };
 
-/* conninfo is a libpq connection string or URI. The pool starts connecting
- * at once. Owner: the caller (pg_pool_free). */
+/* conninfo is a libpq connection string or URI. It must name the server
+ * by hostaddr=, an IP literal or a socket directory: PQconnectStart looks
+ * a host name up with a blocking getaddrinfo() (a warning is logged).
+ * opts may be NULL; zero or negative fields take the defaults of corral's
+ * config (size 4, max_waiting 10000, connect 3000 ms, queue 5000 ms,
+ * backoff 100..5000 ms; query_timeout_ms 0 = none). The pool starts
+ * connecting at once. Owner: the caller (pg_pool_free), before the
+ * event_base is freed. */
 struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo,
                             const struct pg_pool_opts *opts);
 /* Fails every queued and running query with PG_E_CANCELLED (callbacks run
- * before this returns) and closes the connections. */
+ * before this returns) and closes the connections. Safe to call from
+ * inside a pg callback of this pool: everything is cancelled and closed at
+ * once, but the memory is released only when the pool's event handler
+ * returns; until then further pg_pool_free() calls are no-ops and
+ * pg_query() still completes once (PG_E_CANCELLED). NULL is ignored. */
 void pg_pool_free(struct pg_pool *pool);
 
 /* Queues sql with nparams text parameters (params[i] NULL = SQL NULL).
- * The parameters are copied. */
+ * sql and the parameters are copied. cb may be NULL (fire and forget).
+ * Results of COPY are not supported (the query fails, the connection is
+ * replaced). */
 void pg_query(struct pg_pool *pool, const char *sql, int nparams,
               const char *const *params, pg_cb cb, void *arg);
 

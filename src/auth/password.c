@@ -1,2 +1,237 @@
-/* placeholder: written in a later commit */
-typedef int password_placeholder;
+/* Sliced, CPU-capped PBKDF2 scheduling. One timer drives all hashing: it
+ * runs the head job for about SLICE_US, then re-arms itself after a pause
+ * of slice * (1 - share) / share, so hashing never takes more than its
+ * share of the loop however many logins arrive. */
+#include "corral/password.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "corral/base64.h"
+#include "corral/crypto.h"
+#include "corral/log.h"
+#include "corral/mem.h"
+#include "corral/server.h"
+
+#define SLICE_US 1000     /* one slice of hashing: DESIGN's 1 ms goal */
+#define CHUNK_ITER 64     /* iterations between clock checks */
+#define SALT_LEN 16
+#define HASH_LEN 32
+#define PREFIX "pbkdf2-sha256$"
+
+struct job {
+    struct job *next;
+    struct pbkdf2 *kdf;
+    bool verify;
+    uint8_t salt[SALT_LEN];
+    uint8_t expect[HASH_LEN]; /* verify: the stored hash */
+    bool stored_ok;           /* verify: the stored form parsed */
+    uint32_t iterations;
+    hasher_cb cb;
+    void *arg;
+};
+
+struct hasher {
+    struct event *timer;
+    double share;
+    int queue_max;
+    int pending;
+    struct job *head, *tail;
+    uint64_t iter_per_sec; /* measured, for Retry-After */
+};
+
+static void on_slice(evutil_socket_t fd, short what, void *arg);
+
+struct hasher *hasher_new(struct event_base *base, double cpu_share,
+                          int queue_max)
+{
+    struct hasher *h = xcalloc(1, sizeof(*h));
+    h->timer = evtimer_new(base, on_slice, h);
+    h->share = cpu_share;
+    h->queue_max = queue_max;
+    h->iter_per_sec = 1000000; /* a guess until measured */
+    return h;
+}
+
+static void job_free(struct job *j)
+{
+    pbkdf2_free(j->kdf);
+    crypto_zero(j, sizeof(*j));
+    free(j);
+}
+
+void hasher_free(struct hasher *h)
+{
+    if (!h)
+        return;
+    while (h->head) {
+        struct job *j = h->head;
+        h->head = j->next;
+        j->cb(j->arg, false, false, NULL);
+        job_free(j);
+    }
+    event_free(h->timer);
+    free(h);
+}
+
+int hasher_pending(const struct hasher *h)
+{
+    return h->pending;
+}
+
+int hasher_retry_after(const struct hasher *h)
+{
+    double per_job = 600000.0 / (double)h->iter_per_sec / h->share;
+    int s = (int)(per_job * (h->pending + 1)) + 1;
+    return s < 1 ? 1 : s > 60 ? 60 : s;
+}
+
+static void arm(struct hasher *h, uint64_t delay_us)
+{
+    struct timeval tv = {(time_t)(delay_us / 1000000),
+                         (suseconds_t)(delay_us % 1000000)};
+    evtimer_add(h->timer, &tv);
+}
+
+static void enqueue(struct hasher *h, struct job *j)
+{
+    if (h->tail)
+        h->tail->next = j;
+    else
+        h->head = j;
+    h->tail = j;
+    if (h->pending++ == 0)
+        arm(h, 0);
+}
+
+static void encode(const struct job *j, const uint8_t *dk, struct buf *out)
+{
+    buf_printf(out, PREFIX "%u$", (unsigned)j->iterations);
+    base64_encode(out, j->salt, SALT_LEN);
+    buf_putc(out, '$');
+    base64_encode(out, dk, HASH_LEN);
+}
+
+static void complete(struct hasher *h, struct job *j)
+{
+    size_t n;
+    const uint8_t *dk = pbkdf2_result(j->kdf, &n);
+    h->head = j->next;
+    if (!h->head)
+        h->tail = NULL;
+    h->pending--;
+    if (j->verify) {
+        bool match = crypto_ct_equal(dk, j->expect, HASH_LEN) && j->stored_ok;
+        j->cb(j->arg, true, match, NULL);
+    } else {
+        struct buf enc;
+        buf_init(&enc);
+        encode(j, dk, &enc);
+        j->cb(j->arg, true, false, enc.data);
+        buf_deinit(&enc);
+    }
+    job_free(j);
+}
+
+static void on_slice(evutil_socket_t fd, short what, void *arg)
+{
+    struct hasher *h = arg;
+    uint64_t start = server_mono_us(), now = start, iters = 0;
+    while (h->head && now - start < SLICE_US) {
+        struct job *j = h->head;
+        bool done = pbkdf2_step(j->kdf, CHUNK_ITER);
+        iters += CHUNK_ITER;
+        if (done)
+            complete(h, j);
+        now = server_mono_us();
+    }
+    uint64_t spent = now - start;
+    if (spent > 0)
+        h->iter_per_sec = iters * 1000000 / spent;
+    if (h->head)
+        arm(h, (uint64_t)((double)spent * (1 - h->share) / h->share));
+}
+
+int hasher_hash(struct hasher *h, const char *pw, size_t pwlen,
+                uint32_t iterations, hasher_cb cb, void *arg)
+{
+    if (h->pending >= h->queue_max)
+        return -1;
+    uint8_t salt[SALT_LEN];
+    if (crypto_random(salt, sizeof(salt)) < 0)
+        return -1;
+    struct job *j = xcalloc(1, sizeof(*j));
+    memcpy(j->salt, salt, SALT_LEN);
+    j->iterations = iterations;
+    j->cb = cb;
+    j->arg = arg;
+    j->kdf = pbkdf2_new(pw, pwlen, j->salt, SALT_LEN, iterations, HASH_LEN);
+    enqueue(h, j);
+    return 0;
+}
+
+/* Parses PREFIX<iter>$<salt>$<hash> into j. */
+static bool parse_stored(const char *s, struct job *j)
+{
+    unsigned long iter;
+    char *end;
+    if (strncmp(s, PREFIX, strlen(PREFIX)) != 0)
+        return false;
+    s += strlen(PREFIX);
+    iter = strtoul(s, &end, 10);
+    if (end == s || *end != '$' || iter < 1 || iter > 100000000)
+        return false;
+    const char *salt = end + 1, *dollar = strchr(salt, '$');
+    if (!dollar)
+        return false;
+    struct buf sb, hb;
+    buf_init(&sb);
+    buf_init(&hb);
+    bool ok = base64_decode(&sb, salt, (size_t)(dollar - salt)) == 0 &&
+              sb.len == SALT_LEN &&
+              base64_decode(&hb, dollar + 1, strlen(dollar + 1)) == 0 &&
+              hb.len == HASH_LEN;
+    if (ok) {
+        memcpy(j->salt, sb.data, SALT_LEN);
+        memcpy(j->expect, hb.data, HASH_LEN);
+        j->iterations = (uint32_t)iter;
+    }
+    buf_deinit(&sb);
+    buf_deinit(&hb);
+    return ok;
+}
+
+int hasher_verify(struct hasher *h, const char *pw, size_t pwlen,
+                  const char *stored, hasher_cb cb, void *arg)
+{
+    if (h->pending >= h->queue_max)
+        return -1;
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->verify = true;
+    j->stored_ok = stored && parse_stored(stored, j);
+    if (!j->stored_ok)
+        j->iterations = 600000; /* same work as a real check */
+    j->cb = cb;
+    j->arg = arg;
+    j->kdf = pbkdf2_new(pw, pwlen, j->salt, SALT_LEN, j->iterations,
+                        HASH_LEN);
+    enqueue(h, j);
+    return 0;
+}
+
+char *password_hash_now(const char *pw, size_t pwlen, uint32_t iterations)
+{
+    struct job j = {.iterations = iterations};
+    uint8_t dk[HASH_LEN];
+    if (crypto_random(j.salt, SALT_LEN) < 0 ||
+        crypto_pbkdf2_sha256(pw, pwlen, j.salt, SALT_LEN, iterations, dk,
+                             HASH_LEN) < 0)
+        return NULL;
+    struct buf out;
+    buf_init(&out);
+    encode(&j, dk, &out);
+    crypto_zero(dk, sizeof(dk));
+    return buf_steal(&out, NULL);
+}

@@ -1,0 +1,34 @@
+/* api: the route handlers (src/api/) and the authentication step that
+ * http.c runs before handlers of ROUTE_AUTH routes. */
+#ifndef CORRAL_API_H
+#define CORRAL_API_H
+
+#include "corral/http.h"
+
+/* Resolves the request's credentials (Bearer JWT or crl_ API key, or
+ * ?access_token= on ROUTE_QUERY_TOKEN routes) into r->auth, then calls
+ * next(r); answers 401/403/503 itself instead when they fail. */
+void auth_authenticate(struct req *r, void (*next)(struct req *r));
+
+/* Lowercase hex SHA-256 of a bearer secret (API key, refresh token): the
+ * form stored in the database. */
+void auth_token_hash(const char *token, char out[65]);
+
+/* health.c */
+void api_healthz(struct req *r);
+void api_readyz(struct req *r);
+void api_metrics(struct req *r);
+void api_openapi(struct req *r);
+
+/* auth.c */
+void api_auth_register(struct req *r);
+void api_auth_login(struct req *r);
+void api_auth_refresh(struct req *r);
+void api_auth_logout(struct req *r);
+void api_auth_password(struct req *r);
+void api_auth_me(struct req *r);
+void api_keys_create(struct req *r);
+void api_keys_list(struct req *r);
+void api_keys_delete(struct req *r);
+
+#endif

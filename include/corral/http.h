@@ -1,0 +1,108 @@
+/* http: corrald's HTTP/1.1 front on libevhtp (one event base, no evhtp
+ * threads) and the request context handed to route handlers.
+ *
+ * Life of a request: evhtp parses the head and body; http.c checks limits
+ * (body size 413, Content-Type 415 for JSON routes, JSON syntax 400),
+ * authenticates (401/403), then calls the route's handler. A handler must
+ * answer exactly once, now or later, with one of the req_reply_* or
+ * req_problem functions. The struct req stays valid until then even if
+ * the client disconnects meanwhile (the answer is then dropped), so async
+ * completions may keep a plain pointer to it. */
+#ifndef CORRAL_HTTP_H
+#define CORRAL_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corral/buf.h"
+#include "corral/json.h"
+#include "corral/router.h"
+
+struct server;
+struct evhtp_request;
+
+#define REQ_ID_MAX 64
+#define USER_ID_LEN 36
+
+struct auth_ctx {
+    bool ok;
+    char user_id[USER_ID_LEN + 1];
+    bool admin;
+    bool via_api_key;
+};
+
+struct req {
+    struct server *srv;
+    struct evhtp_request *ev;     /* NULL once the client went away */
+    const struct route *route;
+    struct route_params params;
+    enum http_method method;
+    char id[REQ_ID_MAX + 1];      /* request id (X-Request-Id) */
+    char client_ip[64];
+    struct buf body;              /* the request body */
+    struct json_doc *json;        /* parsed body for ROUTE_JSON_BODY */
+    struct auth_ctx auth;
+    uint64_t start_us;
+    int status;                   /* the answer's status once sent */
+    bool replied;
+    bool evhtp_done;              /* evhtp has finished with ev */
+    void *state;                  /* handler state, free()d with the req */
+    struct req_alloc *allocs;     /* freed with the req (decoded query) */
+};
+
+struct http_server;
+
+/* Binds cfg->listen and starts serving on srv->base. NULL on failure
+ * (logged). */
+struct http_server *http_server_new(struct server *srv);
+/* Stops accepting new connections; open ones finish their requests. */
+void http_server_stop_accepting(struct http_server *hs);
+/* Requests being handled and connections open. */
+int http_server_inflight(const struct http_server *hs);
+int http_server_connections(const struct http_server *hs);
+/* Closes idle keep-alive connections (used at shutdown). */
+void http_server_close_idle(struct http_server *hs);
+void http_server_free(struct http_server *hs);
+/* The route table (also printed by corrald --print-routes). */
+extern const struct route http_routes[];
+extern const size_t http_routes_count;
+
+/* Request accessors. */
+const char *req_param(const struct req *r, const char *name);
+/* Query parameter (decoded) or NULL. */
+const char *req_query(const struct req *r, const char *name);
+const char *req_header(const struct req *r, const char *name);
+
+/* Answers. body may be NULL (no body). These take ownership of nothing:
+ * the bytes are copied. */
+void req_reply_json(struct req *r, int status, const struct buf *body);
+void req_reply(struct req *r, int status, const char *content_type,
+               const void *data, size_t len);
+void req_reply_empty(struct req *r, int status);
+/* RFC 9457 problem+json with a stable snake_case code. */
+void req_problem(struct req *r, int status, const char *code,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Adds a response header to the answer about to be sent. */
+void req_add_header(struct req *r, const char *name, const char *value);
+/* 503 for a store failure, 500 otherwise; logs err. */
+void req_store_error(struct req *r, int pg_status, const char *err);
+
+#endif
+
+/* ---- body field helpers (src/http/fields.c) ----
+ * Each reads a member of the JSON body object. On a wrong type or a value
+ * out of bounds it answers 422 naming the field and returns false; a
+ * missing optional member leaves *out untouched and returns true. */
+bool req_json_str(struct req *r, const char *field, bool required,
+                  size_t min_len, size_t max_len, char **out);
+bool req_json_bool(struct req *r, const char *field, bool required,
+                   bool *out, bool *present);
+/* Reads ?limit= (default 50, 1..200) and ?cursor= (opaque base64url);
+ * answers 400 and returns false when malformed. *cursor is NULL or a
+ * decoded string owned by r. */
+bool req_page(struct req *r, int *limit, const char **cursor);
+/* Appends "next_cursor": opaque form of last (or null when last is NULL). */
+void json_w_next_cursor(struct json_w *w, const char *last);
+/* 429 with Retry-After. */
+void req_rate_limited(struct req *r, int retry_after_s, const char *code);

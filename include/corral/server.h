@@ -1,0 +1,44 @@
+/* server: the one struct that holds all of corrald's state. It is created
+ * in main.c, passed explicitly to every module, and lives until exit.
+ * Config is immutable after load. */
+#ifndef CORRAL_SERVER_H
+#define CORRAL_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corral/config.h"
+
+struct event_base;
+struct event;
+struct pg_pool;
+struct redis;
+struct metrics;
+struct hasher;
+struct ratelimit;
+struct http_server;
+
+#define SERVER_KEY_LEN 32
+
+struct server {
+    struct event_base *base;
+    const struct config *cfg;
+    struct http_server *http;
+    struct pg_pool *pg;
+    struct redis *redis;          /* NULL without redis_url */
+    struct metrics *metrics;
+    struct hasher *hasher;        /* sliced password hashing */
+    struct ratelimit *rl_ip;      /* auth endpoints, per client IP */
+    struct ratelimit *rl_account; /* login attempts, per email */
+    uint8_t jwt_key[SERVER_KEY_LEN];
+    uint8_t secret_key[SERVER_KEY_LEN];
+    char dummy_hash[160];         /* verified for unknown emails */
+    bool shutting_down;
+};
+
+/* Wall clock in seconds and monotonic clock in microseconds. */
+int64_t server_now(void);
+uint64_t server_mono_us(void);
+
+#endif

@@ -1,0 +1,32 @@
+/* The route table: every endpoint corrald serves. The OpenAPI document
+ * (src/api/openapi.json) must list exactly the routes without
+ * ROUTE_NO_API; an integration test compares the two. */
+#include "corral/api.h"
+#include "corral/mem.h"
+
+#define AUTH ROUTE_AUTH
+#define JSON ROUTE_JSON_BODY
+
+const struct route http_routes[] = {
+    {HTTP_GET, "/healthz", api_healthz, ROUTE_NO_API, "healthz"},
+    {HTTP_GET, "/readyz", api_readyz, ROUTE_NO_API, "readyz"},
+    {HTTP_GET, "/metrics", api_metrics, ROUTE_NO_API, "metrics"},
+    {HTTP_GET, "/api/v1/openapi.json", api_openapi, 0, "openapi"},
+    {HTTP_POST, "/api/v1/auth/register", api_auth_register, JSON,
+     "auth_register"},
+    {HTTP_POST, "/api/v1/auth/login", api_auth_login, JSON, "auth_login"},
+    {HTTP_POST, "/api/v1/auth/refresh", api_auth_refresh, JSON,
+     "auth_refresh"},
+    {HTTP_POST, "/api/v1/auth/logout", api_auth_logout, JSON, "auth_logout"},
+    {HTTP_POST, "/api/v1/auth/password", api_auth_password, AUTH | JSON,
+     "auth_password"},
+    {HTTP_GET, "/api/v1/auth/me", api_auth_me, AUTH, "auth_me"},
+    {HTTP_POST, "/api/v1/auth/api-keys", api_keys_create, AUTH | JSON,
+     "api_keys_create"},
+    {HTTP_GET, "/api/v1/auth/api-keys", api_keys_list, AUTH,
+     "api_keys_list"},
+    {HTTP_DELETE, "/api/v1/auth/api-keys/{id}", api_keys_delete, AUTH,
+     "api_keys_delete"},
+};
+
+const size_t http_routes_count = ARRAY_SIZE(http_routes);

@@ -1,0 +1,129 @@
+/* Typed access to JSON body members with 422 answers that name the field,
+ * and list paging parameters shared by every list endpoint. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "corral/base64.h"
+#include "corral/mem.h"
+#include "http_int.h"
+
+/* Counts code points of valid UTF-8 (the reader validated it). */
+static size_t utf8_chars(const char *s, size_t n)
+{
+    size_t chars = 0;
+    for (size_t i = 0; i < n; i++)
+        chars += ((unsigned char)s[i] & 0xc0) != 0x80;
+    return chars;
+}
+
+bool req_json_str(struct req *r, const char *field, bool required,
+                  size_t min_len, size_t max_len, char **out)
+{
+    int tok = json_get(r->json, 0, field);
+    if (tok < 0 || json_type(r->json, tok) == JSON_NULL) {
+        if (!required)
+            return true;
+        req_problem(r, 422, "validation_failed", "%s is required", field);
+        return false;
+    }
+    if (json_type(r->json, tok) != JSON_STRING) {
+        req_problem(r, 422, "validation_failed", "%s must be a string",
+                    field);
+        return false;
+    }
+    size_t len;
+    char *s = json_str_dup(r->json, tok, &len);
+    size_t chars = utf8_chars(s, len);
+    if (memchr(s, '\0', len) || chars < min_len || chars > max_len) {
+        free(s);
+        if (min_len == max_len)
+            req_problem(r, 422, "validation_failed", "%s must be %zu "
+                        "characters", field, min_len);
+        else
+            req_problem(r, 422, "validation_failed",
+                        "%s must be %zu to %zu characters without NUL",
+                        field, min_len, max_len);
+        return false;
+    }
+    *out = s;
+    return true;
+}
+
+bool req_json_bool(struct req *r, const char *field, bool required,
+                   bool *out, bool *present)
+{
+    int tok = json_get(r->json, 0, field);
+    if (present)
+        *present = tok >= 0;
+    if (tok < 0) {
+        if (!required)
+            return true;
+        req_problem(r, 422, "validation_failed", "%s is required", field);
+        return false;
+    }
+    if (json_get_bool(r->json, tok, out) < 0) {
+        req_problem(r, 422, "validation_failed", "%s must be a boolean",
+                    field);
+        return false;
+    }
+    return true;
+}
+
+bool req_page(struct req *r, int *limit, const char **cursor)
+{
+    const char *l = req_query(r, "limit"), *c = req_query(r, "cursor");
+    *limit = 50;
+    *cursor = NULL;
+    if (l) {
+        char *end;
+        long v = strtol(l, &end, 10);
+        if (!*l || *end || v < 1 || v > 200) {
+            req_problem(r, 400, "bad_query", "limit must be 1 to 200");
+            return false;
+        }
+        *limit = (int)v;
+    }
+    if (c) {
+        struct buf dec;
+        buf_init(&dec);
+        if (!*c || strlen(c) > 256 ||
+            base64url_decode(&dec, c, strlen(c)) < 0 ||
+            memchr(dec.data, '\0', dec.len)) {
+            buf_deinit(&dec);
+            req_problem(r, 400, "bad_query", "cursor is not valid");
+            return false;
+        }
+        struct req_alloc *a = xmalloc(sizeof(*a) + dec.len + 1);
+        memcpy(a->data, dec.data, dec.len);
+        a->data[dec.len] = '\0';
+        a->next = r->allocs;
+        r->allocs = a;
+        *cursor = a->data;
+        buf_deinit(&dec);
+    }
+    return true;
+}
+
+void json_w_next_cursor(struct json_w *w, const char *last)
+{
+    json_w_key(w, "next_cursor");
+    if (!last) {
+        json_w_null(w);
+        return;
+    }
+    struct buf enc;
+    buf_init(&enc);
+    base64url_encode(&enc, last, strlen(last));
+    json_w_str(w, buf_cstr(&enc));
+    buf_deinit(&enc);
+}
+
+void req_rate_limited(struct req *r, int retry_after_s, const char *code)
+{
+    char v[16];
+    snprintf(v, sizeof(v), "%d", retry_after_s);
+    req_add_header(r, "Retry-After", v);
+    req_problem(r, 429, code, "too many requests; retry in %d s",
+                retry_after_s);
+}
