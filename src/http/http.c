@@ -498,6 +498,7 @@ void http_server_free(struct http_server *hs)
         return;
     while (hs->conns)
         evhtp_connection_free(hs->conns->conn);
+    evhtp_unbind_socket(hs->htp); /* evhtp_free leaves the listener */
     evhtp_free(hs->htp);
     free(hs);
 }
