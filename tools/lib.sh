@@ -203,8 +203,10 @@ wait_http() {
 
 # Installs the pinned Claude Code CLI under var/cli unless it is there.
 # npm runs the package's postinstall, which puts the platform binary in
-# place: never --ignore-scripts, never --omit=optional (DESIGN.md §1).
-# Node < 22 makes npm warn EBADENGINE; the CLI still runs (it is a binary).
+# place: never --ignore-scripts, never --omit=optional (DESIGN.md §1). Newer
+# npm runs a dependency's install script only when package.json allows it
+# (allowScripts), so var/cli/package.json says so. Node < 22 makes npm warn
+# EBADENGINE; the CLI still runs (it is a binary).
 ensure_claude_cli() {
     local var=$CORRAL_ROOT/var prefix=$CORRAL_ROOT/var/cli have=""
     local pkg_json=$prefix/node_modules/$CLAUDE_CLI_PACKAGE/package.json
@@ -218,10 +220,15 @@ ensure_claude_cli() {
     if ! give_to_service "$var" || ! give_to_service "$prefix"; then
         die "user $SERVICE_USER cannot write $prefix"
     fi
-    as_service env HOME="$var" npm_config_cache="$var/npm-cache" \
+    printf '{\n  "private": true,\n  "allowScripts": { "%s": true }\n}\n' \
+        "$CLAUDE_CLI_PACKAGE" | as_service tee "$prefix/package.json" >/dev/null
+    # A throwaway npm cache: it would hold a second copy of the ~400 MB binary.
+    as_service env HOME="$var" npm_config_cache="$prefix/.npm-cache" \
         npm install --prefix "$prefix" --no-audit --no-fund \
+        --update-notifier=false --save-exact \
         "$CLAUDE_CLI_PACKAGE@$CLAUDE_CLI_VERSION" >&2 ||
         die "npm install $CLAUDE_CLI_PACKAGE@$CLAUDE_CLI_VERSION failed"
+    rm -rf "$prefix/.npm-cache"
     [[ -x $prefix/node_modules/.bin/claude ]] ||
         die "npm installed no var/cli/node_modules/.bin/claude"
 }

@@ -58,6 +58,29 @@ struct config {
     int rate_auth_ip_per_min;      /* register/login/refresh per IP */
     int rate_auth_account_per_min; /* login attempts per email */
     bool trust_proxy;         /* take the client IP from X-Forwarded-For */
+    /* chats and runs */
+    char *default_model;
+    int cli_max_retries;      /* CLAUDE_CODE_MAX_RETRIES in the sandbox */
+    int64_t cli_max_line_bytes; /* longest stdout line of the CLI */
+    int cli_idle_timeout_s;   /* a warm CLI waits this long for a turn */
+    int cli_close_grace_ms;   /* after stdin close, before SIGKILL */
+    int interrupt_grace_ms;   /* after an interrupt, before SIGKILL */
+    int cli_launch_timeout_ms;  /* spawn to initialize response */
+    int turn_timeout_ms;      /* STREAMING phase timeout */
+    int sandbox_prepare_timeout_ms;
+    int max_queued_messages;  /* per chat */
+    /* sandboxes (local provider) */
+    int sandbox_mem_mb;       /* RLIMIT_AS of sandbox processes */
+    int sandbox_nproc;        /* RLIMIT_NPROC inside the sandbox */
+    int sandbox_fsize_mb;     /* RLIMIT_FSIZE: largest file */
+    int sandbox_cpu_s;        /* RLIMIT_CPU; 0 = none */
+    char *sandbox_init_path;  /* the in-sandbox init/forwarder binary */
+    /* streaming */
+    int event_batch_delay_ms; /* group commit window of durable events */
+    int event_batch_max;      /* events per group commit */
+    int sse_heartbeat_s;
+    int64_t sse_max_pending_bytes; /* a subscriber's unsent output cap */
+    int bus_stream_maxlen;    /* redis: MAXLEN ~ per chat stream */
     bool bench_publish;
 };
 

@@ -21,6 +21,7 @@
 
 struct server;
 struct evhtp_request;
+struct bufferevent;
 
 #define REQ_ID_MAX 64
 #define USER_ID_LEN 36
@@ -47,6 +48,8 @@ struct req {
     int status;                   /* the answer's status once sent */
     bool replied;
     bool evhtp_done;              /* evhtp has finished with ev */
+    bool in_handler;              /* inside evhtp's request callback */
+    bool taken;                   /* req_take_connection took the socket */
     void *state;                  /* handler state, free()d with the req */
     struct req_alloc *allocs;     /* freed with the req (decoded query) */
 };
@@ -85,6 +88,15 @@ void req_problem(struct req *r, int status, const char *code,
                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Adds a response header to the answer about to be sent. */
 void req_add_header(struct req *r, const char *name, const char *value);
+/* Long-lived answers (SSE, WebSocket): writes the status line, the
+ * headers added so far, Content-Type and `Connection: close` (the body is
+ * close-delimited), then hands the socket over as a bare bufferevent
+ * (DESIGN.md §4). The req counts as answered; evhtp's connection is freed
+ * once its callback stack has unwound. Owner of the bufferevent: the
+ * caller, with no callbacks set and reading disabled. NULL when the client
+ * already left (the req is finished anyway). */
+struct bufferevent *req_take_connection(struct req *r, int status,
+                                        const char *content_type);
 /* 503 for a store failure, 500 otherwise; logs err. */
 void req_store_error(struct req *r, int pg_status, const char *err);
 

@@ -18,6 +18,9 @@ struct metrics;
 struct hasher;
 struct ratelimit;
 struct http_server;
+struct bus;
+struct httpc;
+struct chats;
 
 #define SERVER_KEY_LEN 32
 
@@ -27,6 +30,9 @@ struct server {
     struct http_server *http;
     struct pg_pool *pg;
     struct redis *redis;          /* NULL without redis_url */
+    struct bus *bus;              /* chat event streams */
+    struct httpc *httpc;          /* outbound HTTP (model gateway) */
+    struct chats *chats;          /* live chats: runs, CLIs, sandboxes */
     struct metrics *metrics;
     struct hasher *hasher;        /* sliced password hashing */
     struct ratelimit *rl_ip;      /* auth endpoints, per client IP */

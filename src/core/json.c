@@ -7,10 +7,14 @@
  *      and the depth and token limits. It counts the tokens exactly.
  *   2. jsmn tokenizes into an array of exactly that many tokens.
  *   3. The walker runs again and checks that each jsmn token is the value or
- *      key it found: type, bounds, parent and size. Meanwhile it fills a
- *      child index, so that lookups never scan subtrees.
+ *      key it found: type, bounds, parent and size (string contents, already
+ *      validated, are only skipped). Meanwhile it fills a child index, so
+ *      that lookups never scan subtrees: json_at and json_member are O(1),
+ *      json_get is linear in the object's member count.
  * Only then is the document handed out, so every accessor may rely on the
- * tokens and on the text being valid. */
+ * tokens and on the text being valid. A document costs the text plus 28
+ * bytes per token; throughput is roughly 100 MB/s (about 8 ms for a
+ * 1 MiB document), so large limits belong off the loop. */
 #include "corral/json.h"
 
 #include <limits.h>
@@ -35,12 +39,12 @@ const struct json_limits json_default_limits = {
 };
 
 struct json_doc {
-    char *text;    /* the source, then ' ' and NUL (see doc_tokenize) */
+    char *text;     /* the source, then ' ' and NUL (see doc_tokenize) */
     jsmntok_t *tok; /* ntok tokens in document order; the root is 0 */
     int ntok;
-    int *first;    /* per container token: index of its first child in kids */
-    int *kids;     /* children per container, contiguous: array elements,
-                    * or object keys (a key's value is always key + 1) */
+    int *first; /* per container token: index of its first child in kids */
+    int *kids;  /* children per container, contiguous: array elements,
+                 * or object keys (a key's value is always key + 1) */
 };
 
 /* Where the walker is: what may come next in the innermost container. */
@@ -68,10 +72,10 @@ struct walk {
     const unsigned char *s;
     size_t len, pos;
     int max_depth, max_tokens;
-    int ntok;                 /* values and keys seen */
-    struct walk_frame *stk;   /* stk[0] is the root frame */
-    int sp, cap;              /* sp is the current nesting depth */
-    const char *msg;          /* static error description */
+    int ntok;               /* values and keys seen */
+    struct walk_frame *stk; /* stk[0] is the root frame */
+    int sp, cap;            /* sp is the current nesting depth */
+    const char *msg;        /* static error description */
     /* Pass 2 only (jt != NULL): the tokens to check and the index to fill. */
     const jsmntok_t *jt;
     int njt;
@@ -153,13 +157,9 @@ static int scan_escape(struct walk *w, size_t *i)
     case 'f':
     case 'n':
     case 'r':
-    case 't':
-        *i += 2;
-        return 0;
-    case 'u':
-        return scan_uescape(w, i);
-    default:
-        return walk_fail(w, JSON_E_SYNTAX, "bad escape in string");
+    case 't': *i += 2; return 0;
+    case 'u': return scan_uescape(w, i);
+    default: return walk_fail(w, JSON_E_SYNTAX, "bad escape in string");
     }
 }
 
@@ -241,17 +241,10 @@ static size_t scan_primitive(const unsigned char *s, size_t i, size_t len)
     size_t n;
 
     switch (s[i]) {
-    case 't':
-        lit = "true";
-        break;
-    case 'f':
-        lit = "false";
-        break;
-    case 'n':
-        lit = "null";
-        break;
-    default:
-        return scan_number(s, i, len);
+    case 't': lit = "true"; break;
+    case 'f': lit = "false"; break;
+    case 'n': lit = "null"; break;
+    default: return scan_number(s, i, len);
     }
     n = strlen(lit);
     return len - i >= n && memcmp(s + i, lit, n) == 0 ? i + n : i;
@@ -261,8 +254,8 @@ static size_t scan_primitive(const unsigned char *s, size_t i, size_t len)
  * exactly it. close is the end offset jsmn records (-1 for containers, whose
  * end and size are checked when they close); size is 1 for keys (jsmn hangs
  * the value on the key) and 0 for scalar values. */
-static int walk_token(struct walk *w, jsmntype_t type, size_t start,
-                      long close, int parent, int size)
+static int walk_token(struct walk *w, jsmntype_t type, size_t start, long close,
+                      int parent, int size)
 {
     const jsmntok_t *t;
 
@@ -298,23 +291,16 @@ static int walk_child(struct walk *w, struct walk_frame *f, int tok)
 static void walk_value_done(struct walk_frame *f)
 {
     switch (f->st) {
-    case WS_ROOT:
-        f->st = WS_DONE;
-        break;
+    case WS_ROOT: f->st = WS_DONE; break;
     case WS_ARR_FIRST:
-    case WS_ARR_VALUE:
-        f->st = WS_ARR_NEXT;
-        break;
-    case WS_OBJ_VALUE:
-        f->st = WS_OBJ_NEXT;
-        break;
+    case WS_ARR_VALUE: f->st = WS_ARR_NEXT; break;
+    case WS_OBJ_VALUE: f->st = WS_OBJ_NEXT; break;
     case WS_DONE:
     case WS_ARR_NEXT:
     case WS_OBJ_FIRST:
     case WS_OBJ_KEY:
     case WS_OBJ_COLON:
-    case WS_OBJ_NEXT:
-        break; /* no value can complete in these states */
+    case WS_OBJ_NEXT: break; /* no value can complete in these states */
     }
 }
 
@@ -439,22 +425,21 @@ static int walk_step(struct walk *w)
     switch (w->stk[w->sp].st) {
     case WS_ROOT:
     case WS_ARR_VALUE:
-    case WS_OBJ_VALUE:
-        return walk_value(w);
-    case WS_ARR_FIRST:
-        return c == ']' ? walk_close(w) : walk_value(w);
-    case WS_OBJ_FIRST:
-        return c == '}' ? walk_close(w) : walk_key(w);
-    case WS_OBJ_KEY:
-        return walk_key(w);
+    case WS_OBJ_VALUE: return walk_value(w);
+    case WS_ARR_FIRST: return c == ']' ? walk_close(w) : walk_value(w);
+    case WS_OBJ_FIRST: return c == '}' ? walk_close(w) : walk_key(w);
+    case WS_OBJ_KEY: return walk_key(w);
     case WS_OBJ_COLON:
         return walk_punct(w, ':', WS_OBJ_VALUE, "expected ':' after a key");
     case WS_ARR_NEXT:
-        return c == ']' ? walk_close(w) : walk_punct(w, ',', WS_ARR_VALUE, more);
+        if (c == ']')
+            return walk_close(w);
+        return walk_punct(w, ',', WS_ARR_VALUE, more);
     case WS_OBJ_NEXT:
-        return c == '}' ? walk_close(w) : walk_punct(w, ',', WS_OBJ_KEY, more);
-    case WS_DONE:
-        break;
+        if (c == '}')
+            return walk_close(w);
+        return walk_punct(w, ',', WS_OBJ_KEY, more);
+    case WS_DONE: break;
     }
     return walk_fail(w, JSON_E_SYNTAX, "trailing data after the value");
 }
@@ -485,9 +470,10 @@ static int walk_run(struct walk *w, const jsmntok_t *jt, int njt)
         walk_skip_ws(w);
         if (w->stk[0].st == WS_DONE)
             break;
+        if (w->pos >= w->len && w->ntok == 0)
+            return walk_fail(w, JSON_E_SYNTAX, "empty document");
         if (w->pos >= w->len)
-            return walk_fail(w, JSON_E_SYNTAX,
-                             w->ntok ? "unexpected end of input" : "empty document");
+            return walk_fail(w, JSON_E_SYNTAX, "unexpected end of input");
         if ((rc = walk_step(w)) != 0)
             return rc;
     }
@@ -588,26 +574,17 @@ enum json_type json_type(const struct json_doc *doc, int tok)
     if (!t)
         return JSON_NONE;
     switch (t->type) {
-    case JSMN_OBJECT:
-        return JSON_OBJECT;
-    case JSMN_ARRAY:
-        return JSON_ARRAY;
-    case JSMN_STRING:
-        return JSON_STRING;
-    case JSMN_PRIMITIVE:
-        break;
-    case JSMN_UNDEFINED:
-        return JSON_NONE;
+    case JSMN_OBJECT: return JSON_OBJECT;
+    case JSMN_ARRAY: return JSON_ARRAY;
+    case JSMN_STRING: return JSON_STRING;
+    case JSMN_PRIMITIVE: break;
+    case JSMN_UNDEFINED: return JSON_NONE;
     }
     switch (doc->text[t->start]) {
-    case 't':
-        return JSON_TRUE;
-    case 'f':
-        return JSON_FALSE;
-    case 'n':
-        return JSON_NULL;
-    default:
-        return JSON_NUMBER;
+    case 't': return JSON_TRUE;
+    case 'f': return JSON_FALSE;
+    case 'n': return JSON_NULL;
+    default: return JSON_NUMBER;
     }
 }
 
@@ -696,7 +673,8 @@ static size_t unescape_unit(const char **pp, char *out)
     cp = (unsigned long)hex4(p + 2);
     *pp += 4;
     if (cp >= 0xD800 && cp <= 0xDBFF) {
-        cp = 0x10000 + ((cp - 0xD800) << 10) + ((unsigned long)hex4(p + 8) - 0xDC00);
+        unsigned long lo = (unsigned long)hex4(p + 8);
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         *pp += 6;
     }
     return utf8_encode(cp, out);
@@ -751,8 +729,7 @@ bool json_str_eq(const struct json_doc *doc, int tok, const char *s)
 }
 
 /* Scans the keys from the last one, so that the last duplicate wins. */
-static int get_n(const struct json_doc *doc, int obj, const char *key,
-                 size_t n)
+static int get_n(const struct json_doc *doc, int obj, const char *key, size_t n)
 {
     if (json_type(doc, obj) != JSON_OBJECT)
         return -1;
@@ -833,7 +810,8 @@ int json_get_int64(const struct json_doc *doc, int tok, int64_t *out)
         if (*p < '0' || *p > '9')
             return -1; /* fraction or exponent */
         int d = *p - '0';
-        if (v < INT64_MIN / 10 || (v == INT64_MIN / 10 && d > -(INT64_MIN % 10)))
+        if (v < INT64_MIN / 10 ||
+            (v == INT64_MIN / 10 && d > -(INT64_MIN % 10)))
             return -1;
         v = v * 10 - d;
     }

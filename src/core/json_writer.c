@@ -105,6 +105,8 @@ void json_escape_str(struct buf *out, const char *s, size_t n)
     size_t i = 0, run = 0, k, bad = 1;
     uint32_t cp = 0;
 
+    if (!p)
+        n = 0; /* nothing to read; avoids arithmetic on a null pointer */
     buf_reserve(out, n + 2);
     buf_putc(out, '"');
     while (i < n) {
@@ -128,7 +130,8 @@ void json_escape_str(struct buf *out, const char *s, size_t n)
         i += k != 0 ? k : bad;
         run = i;
     }
-    buf_append(out, p + run, i - run);
+    if (i > run)
+        buf_append(out, p + run, i - run);
     buf_putc(out, '"');
 }
 

@@ -426,9 +426,15 @@ static void on_request(evhtp_request_t *ev, void *arg)
         r->body.len = n;
         r->body.data[n] = '\0';
     }
+    r->in_handler = true;
     if (!handle_cors(r))
         dispatch(r);
-    if (!r->replied && r->ev) {
+    r->in_handler = false;
+    if (r->taken) { /* the handler took the socket: r is ours to free */
+        free_req(r);
+        return;
+    }
+    if (!r->replied && r->ev && !r->evhtp_done) {
         /* The answer comes later: stop reading this connection until it
          * does (evhtp resumes it in req_reply). */
         evhtp_request_pause(ev);
@@ -565,4 +571,50 @@ void http_close_with_status(struct http_conn *hc, int status,
     bufferevent_enable(bev, EV_WRITE);
     if (free_conn)
         evhtp_connection_free(c);
+}
+
+/* ---- handing a connection over (SSE, WebSocket) ---- */
+
+static int add_header_line(evhtp_kv_t *kv, void *arg)
+{
+    evbuffer_add_printf(arg, "%s: %s\r\n", kv->key, kv->val);
+    return 0;
+}
+
+static void free_evhtp_conn(evutil_socket_t fd, short what, void *arg)
+{
+    evhtp_connection_free(arg);
+}
+
+struct bufferevent *req_take_connection(struct req *r, int status,
+                                        const char *content_type)
+{
+    evhtp_request_t *ev = r->ev;
+    r->status = status;
+    r->replied = true;
+    if (!ev) {
+        http_req_finished(r);
+        return NULL;
+    }
+    struct http_conn *hc = conn_of(ev);
+    evhtp_connection_t *c = ev->conn;
+    struct bufferevent *bev = evhtp_connection_take_ownership(c);
+    struct evbuffer *out = bufferevent_get_output(bev);
+    evbuffer_add_printf(out, "HTTP/1.1 %d OK\r\nContent-Type: %s\r\n"
+                        "Cache-Control: no-cache\r\nConnection: close\r\n"
+                        "X-Request-Id: %s\r\n", status, content_type, r->id);
+    evhtp_kvs_for_each(ev->headers_out, add_header_line, out);
+    evbuffer_add(out, "\r\n", 2);
+    if (hc)
+        conn_unlink(hc); /* take_ownership removed our hooks */
+    r->ev = NULL;
+    r->taken = true;
+    /* Its fini hook is gone too. Inside the handler, on_request frees r
+     * and evhtp's read callback frees the connection. */
+    r->evhtp_done = !r->in_handler;
+    if (!r->in_handler)
+        event_base_once(r->srv->base, -1, EV_TIMEOUT, free_evhtp_conn, c,
+                        NULL);
+    http_req_finished(r);
+    return bev;
 }

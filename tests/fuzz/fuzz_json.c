@@ -27,10 +27,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const struct json_limits wide = {
     .max_bytes = 16u << 20, .max_depth = 64, .max_tokens = 1 << 20};
 
-#define CHECK(c) \
-    do { \
-        if (!(c)) \
-            abort(); \
+#define CHECK(c)                                                               \
+    do {                                                                       \
+        if (!(c))                                                              \
+            abort();                                                           \
     } while (0)
 
 static void rewrite(const struct json_doc *doc, int tok, struct json_w *w)
@@ -69,14 +69,9 @@ static void rewrite(const struct json_doc *doc, int tok, struct json_w *w)
         json_w_raw(w, raw, n);
         break;
     case JSON_TRUE:
-    case JSON_FALSE:
-        json_w_bool(w, json_type(doc, tok) == JSON_TRUE);
-        break;
-    case JSON_NULL:
-        json_w_null(w);
-        break;
-    case JSON_NONE:
-        abort();
+    case JSON_FALSE: json_w_bool(w, json_type(doc, tok) == JSON_TRUE); break;
+    case JSON_NULL: json_w_null(w); break;
+    case JSON_NONE: abort();
     }
 }
 

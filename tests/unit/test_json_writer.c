@@ -63,7 +63,8 @@ static void test_escape_basics(void **state)
     expect_escaped(LIT("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"),
                    LIT("\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\""));
     expect_escaped(LIT("\xe2\x80\xa8\xe2\x80\xa9"), LIT("\"\\u2028\\u2029\""));
-    expect_escaped(LIT("a\xe2\x80\xa8" "b\xe2\x80\xaa"),
+    expect_escaped(LIT("a\xe2\x80\xa8"
+                       "b\xe2\x80\xaa"),
                    LIT("\"a\\u2028b\xe2\x80\xaa\""));
 }
 
@@ -106,16 +107,22 @@ static void test_escape_invalid_utf8(void **state)
         {LIT("\xc0\xaf"), LIT("\"" R R "\"")},
         {LIT("\xc1\xbf"), LIT("\"" R R "\"")},
         {LIT("\xc3"), LIT("\"" R "\"")},
-        {LIT("\xc3" "A"), LIT("\"" R "A\"")},
+        {LIT("\xc3"
+             "A"),
+         LIT("\"" R "A\"")},
         {LIT("\xe0\x80\x80"), LIT("\"" R R R "\"")},
         {LIT("\xe0\xa0"), LIT("\"" R "\"")},
         {LIT("\xe2\x82"), LIT("\"" R "\"")},
-        {LIT("\xe2\x82" "x"), LIT("\"" R "x\"")},
+        {LIT("\xe2\x82"
+             "x"),
+         LIT("\"" R "x\"")},
         {LIT("\xed\xa0\x80"), LIT("\"" R R R "\"")},
         {LIT("\xed\x9f\xbf"), LIT("\"\xed\x9f\xbf\"")},
         {LIT("\xf0\x80\x80\x80"), LIT("\"" R R R R "\"")},
         {LIT("\xf0\x9f\x98"), LIT("\"" R "\"")},
-        {LIT("\xf0\x9f\x98" "\""), LIT("\"" R "\\\"\"")},
+        {LIT("\xf0\x9f\x98"
+             "\""),
+         LIT("\"" R "\\\"\"")},
         {LIT("\xf4\x90\x80\x80"), LIT("\"" R R R R "\"")},
         {LIT("\xf4\x8f\xbf\xbf"), LIT("\"\xf4\x8f\xbf\xbf\"")},
         {LIT("\xf5\x80"), LIT("\"" R R "\"")},
@@ -131,8 +138,7 @@ static void test_escape_invalid_utf8(void **state)
 #undef R
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        expect_escaped(cases[i].in, cases[i].n, cases[i].want,
-                       cases[i].want_n);
+        expect_escaped(cases[i].in, cases[i].n, cases[i].want, cases[i].want_n);
 }
 
 static void test_utf8_valid(void **state)
@@ -298,11 +304,11 @@ static void test_structure(void **state)
     json_w_double(&w, 0.5);
     json_w_obj_end(&w);
     json_w_obj_end(&w);
-    assert_string_equal(finish(&b),
-        "{\"s\":\"v\",\"i\":-3,\"t\":true,\"f\":false,\"n\":null,"
-        "\"null_str\":null,\"a\":[1,[],{},18446744073709551615,"
-        "-9223372036854775808,{\"r\":[1,2]},\"ab\\u0000c\",null],"
-        "\"o\":{\"k\\\"ey\\n\":0.5}}");
+    assert_string_equal(
+        finish(&b), "{\"s\":\"v\",\"i\":-3,\"t\":true,\"f\":false,\"n\":null,"
+                    "\"null_str\":null,\"a\":[1,[],{},18446744073709551615,"
+                    "-9223372036854775808,{\"r\":[1,2]},\"ab\\u0000c\",null],"
+                    "\"o\":{\"k\\\"ey\\n\":0.5}}");
     assert_int_equal(w.depth, 0);
     json_doc_free(parse_buf(&b));
     buf_deinit(&b);
@@ -457,9 +463,22 @@ static void write_double(double v, struct buf *b)
 static void check_doubles(void)
 {
     static const double values[] = {
-        0.0, -0.0, 1.0, -1.0, 0.1, 0.5, 1.0 / 3, 123456789.0, 1e21, 1e-7,
-        1.7976931348623157e308, -1.7976931348623157e308, 2.2250738585072014e-308,
-        4.9406564584124654e-324, 9007199254740993.0, 3.141592653589793,
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.1,
+        0.5,
+        1.0 / 3,
+        123456789.0,
+        1e21,
+        1e-7,
+        1.7976931348623157e308,
+        -1.7976931348623157e308,
+        2.2250738585072014e-308,
+        4.9406564584124654e-324,
+        9007199254740993.0,
+        3.141592653589793,
     };
     struct buf b;
     buf_init(&b);
