@@ -1,0 +1,62 @@
+/* chats: the live side of chats (src/run/): each chat with work gets a
+ * runtime holding its FIFO of runs, the active run's phase machine
+ * (DESIGN.md §5), its CLI process, sandbox and model gateway. The HTTP
+ * handlers store rows first, then tell this module. */
+#ifndef CORRAL_CHATS_H
+#define CORRAL_CHATS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct server;
+struct chats;
+
+#define CHATS_ID_LEN 36
+
+/* A stored, queued turn (rows in messages and runs exist). */
+struct run_spec {
+    char run_id[CHATS_ID_LEN + 1];
+    char chat_id[CHATS_ID_LEN + 1];
+    char owner_id[CHATS_ID_LEN + 1];
+    char user_message_id[CHATS_ID_LEN + 1];
+    char reply_id[CHATS_ID_LEN + 1];
+};
+
+struct chats *chats_new(struct server *srv);
+/* Ends every run (failed, instance shutting down), closes CLIs. */
+void chats_free(struct chats *c);
+
+/* Marks runs left unfinished by a previous process as failed
+ * (instance_lost). Start-up only; cb fires once (err NULL on success). */
+void chats_recover(struct chats *c, void (*cb)(void *arg, const char *err),
+                   void *arg);
+
+/* Queues the turn behind the chat's active run (or starts it). */
+void chats_enqueue(struct chats *c, const struct run_spec *spec);
+
+/* Interrupts the active run (it ends cancelled); with drop_queue the
+ * queued runs end cancelled too. Returns the number of runs affected. */
+int chats_interrupt(struct chats *c, const char *chat_id, bool drop_queue);
+
+/* The chat was deleted: cancel and drop everything, end its streams with
+ * `chat_deleted`, close the CLI, destroy the sandbox and workspace. */
+void chats_delete(struct chats *c, const char *chat_id);
+
+/* Settings that fix the CLI at launch (system prompt) changed: the next
+ * turn relaunches it with --resume. */
+void chats_settings_changed(struct chats *c, const char *chat_id);
+
+struct chat_live {
+    const char *status;       /* idle, queued, running, awaiting_permission */
+    bool has_run;
+    char message_id[CHATS_ID_LEN + 1]; /* the active run's reply */
+    const char *phase;        /* lowercase run phase */
+    int64_t started_unix_ms;
+    int queued;               /* runs waiting behind the active one */
+    const char *sandbox_state; /* none, starting, running, stopped, error */
+};
+/* Fills out for a chat this process is running; false when it has no
+ * runtime (then: idle, nothing queued, sandbox as stored). */
+bool chats_live(struct chats *c, const char *chat_id, struct chat_live *out);
+
+#endif
