@@ -38,7 +38,8 @@ CREATE TABLE messages (
     reply_to     uuid REFERENCES messages(id) ON DELETE SET NULL,
     status       text NOT NULL CHECK (status IN ('queued', 'running',
                  'awaiting_permission', 'completed', 'failed', 'cancelled', 'reverted')),
-    -- user: {"text": "..."}; assistant: {"blocks": [...]} (API.md Message)
+    -- user: a JSON string, the text sent; assistant: a JSON array of
+    -- blocks (API.md Message). Served verbatim as the message's content.
     content      json NOT NULL,
     attachments  json NOT NULL DEFAULT '[]',
     model        text,

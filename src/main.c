@@ -1,5 +1,6 @@
 /* corrald: argument handling, start-up (config, keys, migrations, pools),
  * the event loop, signals, privilege drop and graceful shutdown. */
+#include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
@@ -14,11 +15,15 @@
 #include <unistd.h>
 
 #include "corral/base64.h"
+#include "corral/bus.h"
+#include "corral/chats.h"
 #include "corral/config.h"
 #include "corral/crypto.h"
 #include "corral/http.h"
+#include "corral/httpc.h"
 #include "corral/keys.h"
 #include "corral/log.h"
+#include "corral/mem.h"
 #include "corral/metrics.h"
 #include "corral/migrate.h"
 #include "corral/password.h"
@@ -122,12 +127,16 @@ static int create_admin(const struct config *cfg, const char *email)
     }
     if (migrate_run(cfg->database_url, cfg->schema_dir) < 0)
         return 1;
+    char *mail = xstrdup(email); /* stored lower-case, as register does */
+    for (char *p = mail; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
     char *hash = password_hash_now(pw, strlen(pw),
                                    (uint32_t)cfg->pbkdf2_iterations);
     crypto_zero(pw, sizeof(pw));
-    int rc = hash && store_create_admin_sync(cfg->database_url, email, hash)
+    int rc = hash && store_create_admin_sync(cfg->database_url, mail, hash)
                          == 0 ? 0 : 1;
     free(hash);
+    free(mail);
     return rc;
 }
 
@@ -256,6 +265,10 @@ static void runtime_stop(struct runtime *rt)
  * migration is not retried. */
 static int migrate_when_reachable(const struct config *cfg)
 {
+    if (!cfg->database_url) {
+        log_error("database_url is not set (CORRAL_DATABASE_URL)");
+        return -1;
+    }
     for (int attempt = 1; PQping(cfg->database_url) != PQPING_OK; attempt++) {
         if (attempt == 20) {
             log_error("database not reachable; giving up");
@@ -284,12 +297,6 @@ static int open_stores(struct server *srv)
         .backoff_min_ms = 100,
         .backoff_max_ms = 2000,
     };
-    if (!cfg->database_url) {
-        log_error("database_url is not set (CORRAL_DATABASE_URL)");
-        return -1;
-    }
-    if (migrate_when_reachable(cfg) < 0)
-        return -1;
     srv->pg = pg_pool_new(srv->base, cfg->database_url, &po);
     if (!cfg->redis_url)
         return 0;
@@ -303,16 +310,48 @@ static int open_stores(struct server *srv)
     return 0;
 }
 
+static void on_recovered(void *arg, const char *err)
+{
+    if (err)
+        log_error("could not mark unfinished runs failed: %s", err);
+}
+
+/* The chat pipeline: event bus, outbound HTTP for the model gateway (its
+ * upstream host resolved now, never on the loop), the chat runtime. */
+static int open_pipeline(struct server *srv)
+{
+    char **resolve = NULL;
+    const char *err = NULL;
+    if (httpc_resolve_url(srv->cfg->model_upstream_url, &resolve, &err) < 0)
+        log_warn("model_upstream_url: %s; model calls will fail",
+                 err ? err : "cannot resolve its host");
+    srv->httpc = httpc_new(srv->base, (const char *const *)resolve);
+    httpc_resolve_free(resolve);
+    srv->bus = bus_new(srv);
+    srv->chats = chats_new(srv);
+    chats_recover(srv->chats, on_recovered, NULL);
+    return srv->httpc && srv->bus && srv->chats ? 0 : -1;
+}
+
 static void server_close(struct server *srv)
 {
     /* Pending work completes (as cancelled) while HTTP still exists to
-     * carry the answers, then HTTP goes. */
+     * carry the answers, then HTTP goes. Runs first: their CLIs die and
+     * they stop reacting; the bus ends its streams; the pool's cancelled
+     * callbacks then find everything still allocated. */
+    if (srv->chats)
+        chats_shutdown(srv->chats);
+    if (srv->bus)
+        bus_free(srv->bus);
     hasher_free(srv->hasher);
     srv->hasher = NULL;
+    if (srv->httpc)
+        httpc_free(srv->httpc);
     if (srv->redis)
         redis_free(srv->redis);
     if (srv->pg)
         pg_pool_free(srv->pg);
+    chats_free(srv->chats);
     http_server_free(srv->http);
     ratelimit_free(srv->rl_ip);
     ratelimit_free(srv->rl_account);
@@ -329,9 +368,14 @@ static int serve(const struct config *cfg)
     srv.base = event_base_new();
     srv.metrics = metrics_new(http_routes_count);
     srv.http = http_server_new(&srv);
-    if (!srv.http || drop_privileges(cfg) < 0 ||
+    /* Migrations read schema/ before the privilege drop: the service user
+     * need not be able to read the source tree. */
+    if (!srv.http || migrate_when_reachable(cfg) < 0 ||
+        drop_privileges(cfg) < 0 ||
         keys_load(cfg, srv.jwt_key, srv.secret_key) < 0 ||
         open_stores(&srv) < 0)
+        goto out;
+    if (open_pipeline(&srv) < 0)
         goto out;
     srv.hasher = hasher_new(srv.base, cfg->pbkdf2_cpu_share,
                             cfg->hash_queue_max);

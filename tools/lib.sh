@@ -110,7 +110,7 @@ ensure_service_user() {
 exec_as_service() {
     cd "$SERVICE_CWD" || exit 1
     if is_root; then
-        exec setpriv --reuid "$SERVICE_USER" --regid "$SERVICE_USER" \
+        exec setpriv --reuid "$SERVICE_USER" --regid "$(id -g "$SERVICE_USER")" \
             --init-groups -- "$@"
     fi
     exec "$@"

@@ -31,4 +31,24 @@ void api_keys_create(struct req *r);
 void api_keys_list(struct req *r);
 void api_keys_delete(struct req *r);
 
+/* chats.c */
+void api_chats_create(struct req *r);
+void api_chats_list(struct req *r);
+void api_chats_get(struct req *r);
+void api_chats_update(struct req *r);
+void api_chats_delete(struct req *r);
+
+/* messages_read.c */
+void api_messages_list(struct req *r);
+void api_messages_get(struct req *r);
+
+/* messages.c: sending, retry, interrupt, status */
+void api_messages_send(struct req *r);
+void api_messages_retry(struct req *r);
+void api_chat_interrupt(struct req *r);
+void api_chat_status(struct req *r);
+
+/* stream.c */
+void api_chat_stream(struct req *r);
+
 #endif

@@ -24,10 +24,12 @@
 #include <stdint.h>
 
 #include "corral/buf.h"
+#include "corral/pg.h"
 
 struct server;
 struct bus;
 struct bus_sub;
+struct sse_hub;
 
 #define BUS_CHAT_ID_LEN 36
 #define BUS_TYPE_MAX 31
@@ -63,8 +65,11 @@ void bus_publish(struct bus *b, const char *chat_id, const char *message_id,
                  const char *type, const char *data, size_t len,
                  bool durable, bus_done_cb done, void *arg);
 
-/* The chat's last allocated durable seq (initialising from the log if
- * needed): cb fires once with it, or -1 and err. */
+/* The chat's last durable seq as of this call: cb fires once, after every
+ * event of the chat published before this call was committed (or failed),
+ * with the chat's last committed seq (initialising from the log if
+ * needed), or with -1 and err. It never runs ahead of an event published
+ * after the call, so `?after=<it>` loses nothing published later. */
 void bus_last_seq(struct bus *b, const char *chat_id, bus_done_cb cb,
                   void *arg);
 
@@ -81,11 +86,19 @@ struct bus_sub_cbs {
 };
 
 /* after < 0: live only. Owner: the caller (bus_unsubscribe), unless
- * on_end fired. Callbacks never fire from inside bus_subscribe. */
+ * on_end fired. Callbacks never fire from inside bus_subscribe. NULL when
+ * chat_id is not a UUID or the bus is being freed. */
 struct bus_sub *bus_subscribe(struct bus *b, const char *chat_id,
                               int64_t after, const struct bus_sub_cbs *cbs,
                               void *arg);
+/* Safe anywhere, including inside the subscription's own callbacks; no
+ * callback of s fires after it returns. */
 void bus_unsubscribe(struct bus_sub *s);
+/* Replay flow control: while held, the subscription fetches and delivers
+ * no further replayed events (a consumer whose output is backed up holds
+ * it and releases it once drained). Live delivery is never held: a
+ * consumer that cannot keep up with live events is the caller's to drop. */
+void bus_sub_hold(struct bus_sub *s, bool hold);
 
 /* Ends every local subscription of the chat with on_end(code, detail)
  * (chat deletion). */
@@ -95,7 +108,43 @@ void bus_end_chat(struct bus *b, const char *chat_id, const char *code,
 struct bus_stats {
     uint64_t published, delivered, committed_batches;
     int subscribers, chats;
+    int upstream;          /* chat feeds read upstream (redis: streams in
+                              the one XREAD; memory: chats with
+                              subscribers): one per chat, never per
+                              subscriber */
+    uint64_t replay_log;   /* replay pages read from the durable log */
+    uint64_t replay_bus;   /* replay pages served by the bus (memory ring,
+                              redis XRANGE) */
+    uint64_t failed;       /* publishes that completed with -1 */
 };
 void bus_get_stats(const struct bus *b, struct bus_stats *out);
+
+/* The SSE connections (sse.h) are the bus's subscribers: their hub is
+ * created and freed with the bus (bus_free ends their streams first). */
+struct sse_hub *bus_sse_hub(struct bus *b);
+
+/* ---- the durable log's SQL (src/store/events.c) ----
+ * Declared here until store.h takes them; same contract as store.h: one
+ * parameterised statement each, cb fires exactly once. */
+
+/* One row, one column: the chat's highest seq, 0 when it has none. */
+void store_events_max_seq(struct pg_pool *pg, const char *chat_id, pg_cb cb,
+                          void *arg);
+/* Inserts n events in one statement (one implicit transaction). params
+ * holds 5 per event: chat_id, seq, type, payload (JSON), message_id (NULL
+ * allowed). Events of chats that do not exist are skipped, not an error;
+ * the rows returned (column chat_id) are the distinct chats whose events
+ * were stored. */
+void store_events_insert(struct pg_pool *pg, int n, const char *const *params,
+                         pg_cb cb, void *arg);
+/* Rows (seq, type, payload) with seq > after, in seq order, at most limit
+ * (decimal strings). */
+void store_events_range(struct pg_pool *pg, const char *chat_id,
+                        const char *after, const char *limit, pg_cb cb,
+                        void *arg);
+/* One row when chat_id exists, is not deleted and is owned by owner_id;
+ * none otherwise. */
+void store_events_chat_check(struct pg_pool *pg, const char *chat_id,
+                             const char *owner_id, pg_cb cb, void *arg);
 
 #endif

@@ -23,7 +23,11 @@ struct run_spec {
 };
 
 struct chats *chats_new(struct server *srv);
-/* Ends every run (failed, instance shutting down), closes CLIs. */
+/* Shutdown, first step (before the pool and bus go): kills every CLI and
+ * stops reacting to completions. Unfinished runs stay unfinished in the
+ * database and are marked failed by the next start (chats_recover). */
+void chats_shutdown(struct chats *c);
+/* Second step, after the pool's callbacks have all fired. */
 void chats_free(struct chats *c);
 
 /* Marks runs left unfinished by a previous process as failed
@@ -51,7 +55,7 @@ struct chat_live {
     bool has_run;
     char message_id[CHATS_ID_LEN + 1]; /* the active run's reply */
     const char *phase;        /* lowercase run phase */
-    int64_t started_unix_ms;
+    int64_t started_unix_ms;  /* wall clock, when the run left the queue */
     int queued;               /* runs waiting behind the active one */
     const char *sandbox_state; /* none, starting, running, stopped, error */
 };

@@ -33,6 +33,7 @@ enum {
     ROUTE_JSON_BODY = 1 << 2,  /* the body must be application/json */
     ROUTE_QUERY_TOKEN = 1 << 3, /* ?access_token= accepted (stream, ws) */
     ROUTE_NO_API = 1 << 4,     /* not part of the OpenAPI document */
+    ROUTE_JSON_OPTIONAL = 1 << 5, /* like JSON_BODY, but may be empty */
 };
 
 struct route {

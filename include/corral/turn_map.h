@@ -38,7 +38,7 @@ struct turn_map {
 };
 
 struct turn_usage {
-    char model[72];
+    char model[104];
     int64_t input_tokens, output_tokens;
     int64_t cache_creation_input_tokens, cache_read_input_tokens;
 };

@@ -30,14 +30,23 @@ struct http_conn {
     char ip[64];
 };
 
-static void free_conn_later(evutil_socket_t fd, short what, void *arg)
+static void free_dead_conns(struct http_server *hs)
 {
-    free(arg);
+    while (hs->dead) {
+        struct http_conn *hc = hs->dead;
+        hs->dead = hc->next;
+        free(hc);
+    }
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    free_dead_conns(arg);
 }
 
 /* Two-phase teardown: evhtp runs request-fini hooks after the connection
- * fini hook, and they still look the connection up, so the struct lives
- * until the next loop iteration. */
+ * fini hook, and they still look the connection up, so the struct waits
+ * on the dead list until the next loop iteration. */
 static void conn_unlink(struct http_conn *hc)
 {
     struct http_server *hs = hc->hs;
@@ -52,7 +61,9 @@ static void conn_unlink(struct http_conn *hc)
     hc->deadline = NULL;
     hc->dead = true;
     hc->conn = NULL;
-    event_base_once(hs->srv->base, -1, EV_TIMEOUT, free_conn_later, hc, NULL);
+    hc->next = hs->dead;
+    hs->dead = hc;
+    event_active(hs->reaper, EV_TIMEOUT, 0);
 }
 
 static void arm_deadline(struct http_conn *hc, int ms)
@@ -371,8 +382,13 @@ static void dispatch(struct req *r)
         req_problem(r, 405, "method_not_allowed", "use one of: %s", allow);
         return;
     }
-    if ((r->route->flags & ROUTE_JSON_BODY) && !parse_json_body(r))
+    unsigned f = r->route->flags;
+    if ((f & ROUTE_JSON_OPTIONAL) && r->body.len == 0) {
+        json_parse("{}", 2, NULL, &r->json, NULL); /* an empty body: {} */
+    } else if ((f & (ROUTE_JSON_BODY | ROUTE_JSON_OPTIONAL)) &&
+               !parse_json_body(r)) {
         return;
+    }
     if (r->route->flags & (ROUTE_AUTH | ROUTE_ADMIN))
         auth_authenticate(r, run_handler);
     else
@@ -448,6 +464,7 @@ struct http_server *http_server_new(struct server *srv)
     struct http_server *hs = xcalloc(1, sizeof(*hs));
     hs->srv = srv;
     hs->htp = evhtp_new(srv->base, NULL);
+    hs->reaper = evtimer_new(srv->base, on_reap, hs);
     if (!hs->htp)
         goto fail;
     /* No "100 Continue": a 413 must not invite the body first. */
@@ -467,6 +484,7 @@ struct http_server *http_server_new(struct server *srv)
 fail:
     if (hs->htp)
         evhtp_free(hs->htp);
+    event_free(hs->reaper);
     free(hs);
     return NULL;
 }
@@ -506,6 +524,8 @@ void http_server_free(struct http_server *hs)
         evhtp_connection_free(hs->conns->conn);
     evhtp_unbind_socket(hs->htp); /* evhtp_free leaves the listener */
     evhtp_free(hs->htp);
+    free_dead_conns(hs);
+    event_free(hs->reaper);
     free(hs);
 }
 
@@ -559,10 +579,12 @@ void http_close_with_status(struct http_conn *hc, int status,
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: "
                         "application/problem+json\r\nContent-Length: %zu\r\n"
+                        "X-Request-Id: %llx-c%llx\r\n"
                         "Connection: close\r\n\r\n",
                         status, status == 413 ? "Payload Too Large"
                                               : "Request Timeout",
-                        body.len);
+                        body.len, (unsigned long long)server_now(),
+                        (unsigned long long)++hc->hs->closed_ids);
     evbuffer_add(out, body.data, body.len);
     buf_deinit(&body);
     struct timeval tv = {5, 0};

@@ -20,6 +20,9 @@ struct http_server {
     struct http_conn *conns; /* open connections, doubly linked */
     int connections;
     int inflight;            /* requests not yet answered */
+    struct http_conn *dead;  /* closed, freed on the next iteration */
+    struct event *reaper;    /* frees the dead list */
+    uint64_t closed_ids;     /* request ids of answers given at close */
 };
 
 /* Finishes r once answered: metrics, access log, in-flight count; frees

@@ -237,6 +237,7 @@ class Server:
         self.port = None
         self.returncode = None
         self.checked = False
+        self.stopping = False
         self._files = []
 
     # -- configuration
@@ -289,6 +290,7 @@ class Server:
             start_new_session=True)
         self.returncode = None
         self.checked = False
+        self.stopping = False
         if self not in _TEST_SERVERS:
             _TEST_SERVERS.append(self)
         return self
@@ -352,6 +354,8 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def send_signal(self, sig):
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.stopping = True
         self.proc.send_signal(sig)
 
     def wait(self, timeout):
@@ -367,7 +371,10 @@ class Server:
             return 0
         if self.proc.poll() is None:
             try:
-                self.proc.send_signal(sig)
+                # A second SIGTERM would find the default disposition back
+                # in place while the process exits: signal only once.
+                if not self.stopping:
+                    self.send_signal(sig)
                 self.returncode = self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()

@@ -388,3 +388,35 @@ def test_me(server):
 
 def test_me_requires_auth(server):
     assert_problem(server.get("/auth/me"), 401, "unauthorized")
+
+
+def test_concurrent_refresh_with_one_token(server):
+    """Two uses of one refresh token at once: exactly one rotation wins;
+    the other is reuse, which revokes the family (the winner's new token
+    included)."""
+    user = register(server)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(
+            lambda _: server.post("/auth/refresh",
+                                  json={"refresh_token": user.refresh}),
+            range(2)))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200, 401], [r.text for r in results]
+    loser = next(r for r in results if r.status_code == 401)
+    assert_problem(loser, 401, "refresh_token_reused")
+    winner = next(r for r in results if r.status_code == 200).json()
+    r = server.post("/auth/refresh",
+                    json={"refresh_token": winner["refresh_token"]})
+    assert_problem(r, 401, "invalid_refresh_token")
+
+
+def test_expired_refresh_token(server):
+    user = register(server)
+    server.db.query("UPDATE refresh_tokens SET expires_at = now() - interval"
+                    " '1 second' WHERE user_id = %s", (user.id,))
+    r = server.post("/auth/refresh", json={"refresh_token": user.refresh})
+    assert_problem(r, 401, "invalid_refresh_token")
+    # Expiry is not reuse: the family was not revoked.
+    assert server.db.scalar("SELECT count(*) FROM refresh_tokens WHERE"
+                            " user_id = %s AND revoked_at IS NOT NULL",
+                            (user.id,)) == 0

@@ -1,7 +1,9 @@
 """Credential errors (401 codes), malformed bodies (400), media types (415)
 and the problem+json shape of every error (API.md "Errors")."""
 
+import base64
 import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -9,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import (assert_problem, b64url, make_jwt, register,
+from conftest import (JWT_KEY, assert_problem, b64url, make_jwt, register,
                       unique_email)
 
 
@@ -42,6 +44,25 @@ def test_forged_token_with_the_right_key_works(server, user):
     r = me(server, make_jwt(claims_for(user)))
     assert r.status_code == 200, r.text
     assert r.json()["id"] == user.id
+
+
+def test_issued_token_is_hs256_with_the_secret_digest(server, user):
+    """Access tokens are HS256 JWTs keyed with SHA-256(CORRAL_JWT_SECRET),
+    with sub = the user id and exp - iat = access_token_ttl."""
+    head, payload, sig = user.access.split(".")
+
+    def decode(part):
+        padded = part + "=" * (-len(part) % 4)
+        return json.loads(base64.urlsafe_b64decode(padded))
+
+    header, claims = decode(head), decode(payload)
+    assert header["alg"] == "HS256"
+    assert claims["sub"] == user.id
+    assert claims["exp"] - claims["iat"] == 600
+    assert abs(claims["iat"] - time.time()) < 120
+    mac = hmac.new(JWT_KEY, f"{head}.{payload}".encode(),
+                   hashlib.sha256).digest()
+    assert b64url(mac) == sig
 
 
 def test_expired_token(server, user):

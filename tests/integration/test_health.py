@@ -2,8 +2,11 @@
 and CORS."""
 
 import re
+import socket
+import time
 import uuid
 
+import pytest
 import requests
 
 from conftest import assert_problem, free_port, register, require_env
@@ -193,3 +196,97 @@ def test_no_cors_by_default(server):
     r = requests.get(server.url("/healthz"),
                      headers={"Origin": "http://a.example"}, timeout=10)
     assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_request_id_on_header_timeout(make_server):
+    """The 408 of a stalled request head carries an X-Request-Id too."""
+    srv = make_server(env={"CORRAL_HEADER_TIMEOUT_MS": "300"})
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        data = _read_until_closed(s, 5)
+    assert data.startswith(b"HTTP/1.1 408"), data[:200]
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"\r\nx-request-id:" in head, data[:300]
+
+
+# ------------------------------------------------------------ HTTP/1.1
+
+def _read_until_closed(sock, timeout):
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _raw(srv, payload, timeout=5):
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(payload)
+        return _read_until_closed(s, timeout)
+
+
+def test_keep_alive_serves_many_requests(server):
+    with requests.Session() as s:
+        for _ in range(25):
+            r = s.get(server.url("/healthz"), timeout=10)
+            assert r.status_code == 200
+        r = s.get(server.url("/readyz"), timeout=10)
+        assert r.status_code == 200
+
+
+def test_pipelined_requests_answered_in_order(server):
+    """Two requests in one write (the first needs the database): both are
+    answered, in order."""
+    payload = (b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe-1\r\n"
+               b"\r\n"
+               b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe-2\r\n"
+               b"Connection: close\r\n\r\n")
+    data = _raw(server, payload)
+    assert data.count(b"HTTP/1.1 200") == 2, data
+    first = data.lower().find(b"x-request-id: pipe-1")
+    second = data.lower().find(b"x-request-id: pipe-2")
+    assert 0 <= first < second, data
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x00\x01\x02\x03garbage\r\n\r\n",
+    b"GET\r\n\r\n",
+    b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+    b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Type: application/json\r\nContent-Length: abc\r\n\r\n{}",
+    b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"zz\r\n{}\r\n0\r\n\r\n",
+    b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{}",
+], ids=["binary", "no-target", "bad-version", "bad-header", "bad-length",
+        "bad-chunk", "short-body"])
+def test_malformed_http_does_not_hurt(server, payload):
+    """Broken requests get an error or a closed connection; never a 2xx,
+    and the server keeps serving (sanitizers watch the rest)."""
+    data = _raw(server, payload, timeout=2)
+    if data:
+        status = data.split(b"\r\n", 1)[0]
+        assert not re.match(rb"HTTP/1\.[01] 2", status), data[:200]
+    assert requests.get(server.url("/healthz"), timeout=5).status_code == 200
+
+
+def test_huge_header_refused(server):
+    payload = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " +
+               b"a" * (256 * 1024) + b"\r\n\r\n")
+    try:
+        data = _raw(server, payload, timeout=5)
+    except (BrokenPipeError, ConnectionResetError):
+        data = b""
+    if data:
+        status = data.split(b"\r\n", 1)[0]
+        assert not re.match(rb"HTTP/1\.[01] 2", status), data[:200]
+    assert requests.get(server.url("/healthz"), timeout=5).status_code == 200

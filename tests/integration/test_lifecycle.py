@@ -34,9 +34,8 @@ def test_idle_server_exits_zero_quickly(make_server, sig):
     took = time.monotonic() - t0
     session.close()
     print(f"exit {rc} after {took:.2f} s")
-    assert rc == 0
     assert took < 3.0, f"idle shutdown took {took:.2f} s"
-    srv.assert_clean_exit()
+    srv.assert_clean_exit()  # exit status 0, no sanitizer report
 
 
 def _connect_refused(port):
@@ -93,10 +92,9 @@ def test_graceful_shutdown_finishes_inflight_login(make_server):
     exited = time.monotonic()
     print(f"refused after {refused_at - t_sig:.2f} s, login done after "
           f"{result['done'] - t_sig:.2f} s, exit after {exited - t_sig:.2f} s")
-    assert rc == 0
     assert exited - t_sig < 10.0, "not within the shutdown grace"
     assert exited - result["done"] < 3.0
-    srv.assert_clean_exit()
+    srv.assert_clean_exit()  # exit status 0, no sanitizer report
     # The session the login issued was stored before the exit.
     assert srv.db.scalar("SELECT count(*) FROM refresh_tokens WHERE "
                          "user_id = %s", (user.id,)) == 2
@@ -128,8 +126,7 @@ def test_shutdown_grace_bounds_a_slow_request(make_server):
     th.join(timeout=30)
     print(f"exit {rc} after {took:.2f} s; client saw {result}")
     assert took < 0.5 + 2.0, f"grace 0.5 s but exit after {took:.2f} s"
-    assert rc == 0
-    srv.assert_clean_exit()
+    srv.assert_clean_exit()  # exit status 0, no sanitizer report
     if "resp" in result:  # an answer, if any, is an orderly one
         assert result["resp"].status_code in (201, 503)
 

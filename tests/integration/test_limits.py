@@ -5,6 +5,7 @@ responsive during a login flood."""
 import concurrent.futures
 import json
 import os
+import re
 import select
 import socket
 import threading
@@ -266,11 +267,12 @@ def test_login_flood_keeps_loop_responsive(make_server):
     latencies = []
 
     def probe():
-        while not done.is_set() and len(latencies) < 5000:
-            t = time.monotonic()
-            r = requests.get(srv.url("/healthz"), timeout=10)
-            latencies.append((time.monotonic() - t, r.status_code))
-            time.sleep(0.05)
+        with requests.Session() as session:
+            while not done.is_set() and len(latencies) < 5000:
+                t = time.monotonic()
+                r = session.get(srv.url("/healthz"), timeout=10)
+                latencies.append((time.monotonic() - t, r.status_code))
+                time.sleep(0.05)
 
     def cpu_seconds():
         with open(f"/proc/{srv.pid}/stat") as f:
@@ -306,12 +308,19 @@ def test_login_flood_keeps_loop_responsive(make_server):
     assert [c for c, _ in results] == [200] * n, results
     assert len(times) >= 20, "too few /healthz samples"
     assert all(code == 200 for _, code in latencies)
-    assert times[-1] < 0.1, f"/healthz took {times[-1] * 1000:.0f} ms"
+    # A hash run in one piece would stall the loop for its whole CPU time
+    # (about half a second); slices of about a millisecond keep /healthz
+    # in single-digit milliseconds. The bounds leave room for a busy
+    # shared test machine descheduling the server now and then.
+    assert p99 < 0.05, f"/healthz p99 {p99 * 1000:.0f} ms"
+    assert times[-1] < 0.2, f"/healthz took {times[-1] * 1000:.0f} ms"
     # The cap holds: hashing uses about `share` of one CPU, not all of it.
     assert cpu / wall < share + 0.2, f"CPU {cpu / wall:.0%} over the cap"
     # ... and the logins were not admitted all at once faster than the cap
     # allows (20 hashes need roughly 20 times one).
     assert wall > 5 * one_hash
-    lag = requests.get(srv.url("/metrics"), timeout=10).text
-    print([line for line in lag.splitlines()
-           if line.startswith("corral_loop_lag")])
+    metrics = requests.get(srv.url("/metrics"), timeout=10).text
+    lag = re.search(r"^corral_loop_lag_max_seconds (\S+)$", metrics, re.M)
+    print("loop lag max:", lag and lag.group(1))
+    if lag:
+        assert float(lag.group(1)) < 0.2, "the loop stalled"

@@ -107,6 +107,7 @@ def test_postgres_restart_while_serving(make_server, server, cluster):
     user = register(srv)
     assert srv.get("/auth/me", token=user.access).status_code == 200
     stopped = False
+    outage_emails = []
     try:
         pg.stop()
         stopped = True
@@ -132,6 +133,14 @@ def test_postgres_restart_while_serving(make_server, server, cluster):
                 timeout=10))
             assert_problem(r, 503, "db_unavailable")
             assert dt < 2.0, f"login took {dt:.2f} s"
+            email = f"outage-{round_}-{user.id[:8]}@example.com"
+            r, dt = timed(lambda: srv.post(
+                "/auth/register", json={"email": email,
+                                        "password": "outage-pw-1"},
+                timeout=10))
+            assert_problem(r, 503, "db_unavailable")
+            assert dt < 2.0, f"register took {dt:.2f} s"
+            outage_emails.append(email)
             time.sleep(0.3)
         print(f"outage observed for {time.monotonic() - t_down:.1f} s")
 
@@ -153,7 +162,9 @@ def test_postgres_restart_while_serving(make_server, server, cluster):
         assert recovered is not None, "no recovery within 15 s of the restart"
         print(f"recovered {recovered:.2f} s after the restart")
         assert srv.get("/auth/me", token=user.access).json()["id"] == user.id
-        # Writes work again too.
+        # Nothing half-done from the outage, and writes work again.
+        assert srv.db.scalar("SELECT count(*) FROM users WHERE email ="
+                             " ANY(%s)", (outage_emails,)) == 0
         other = register(srv)
         assert srv.get("/auth/me", token=other.access).status_code == 200
         # So does the shared server, which saw the same outage.

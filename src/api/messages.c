@@ -1,0 +1,385 @@
+/* Sending messages, retry, interrupt and chat status (API.md "Messages
+ * and runs"). The rows are stored first (one statement, scoped by owner),
+ * then the user_message event is published, then the run is queued; the
+ * 202 names the event id just before user_message so a stream opened
+ * with it loses nothing of the turn. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "corral/api.h"
+#include "corral/bus.h"
+#include "corral/chats.h"
+#include "corral/ids.h"
+#include "corral/log.h"
+#include "corral/mem.h"
+#include "corral/server.h"
+#include "corral/store_runs.h"
+
+#define CONTENT_MAX_CHARS 100000
+#define THINKING_MAX 200000
+
+struct send_state {
+    struct run_spec spec;
+    char *content_json;  /* the user's text as a JSON string */
+    char *options_json;
+    char *model;         /* NULL: the chat's */
+    struct buf answer;   /* message and reply objects, kept for the 202 */
+};
+
+static void send_state_free(struct send_state *s)
+{
+    free(s->content_json);
+    free(s->options_json);
+    free(s->model);
+    buf_deinit(&s->answer);
+}
+
+static bool valid_model(const char *m)
+{
+    size_t n = strlen(m);
+    return n >= 1 && n <= 100 &&
+           strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789._:-[]") == n;
+}
+
+static bool valid_mode(const char *m)
+{
+    return !strcmp(m, "ask") || !strcmp(m, "auto") || !strcmp(m, "plan");
+}
+
+static void on_user_event(void *arg, int64_t seq, const char *err)
+{
+    struct req *r = arg;
+    struct send_state *s = r->state;
+    if (seq < 0) {
+        /* The rows exist and the run is queued; only the resume point is
+         * unknown, so the client is sent back to the start. */
+        log_warn("chat %s: user_message event not stored: %s",
+                 s->spec.chat_id, err ? err : "?");
+        seq = 1;
+    }
+    char last[24], stream[128];
+    snprintf(last, sizeof(last), "%lld", (long long)(seq - 1));
+    snprintf(stream, sizeof(stream), "/api/v1/chats/%s/stream?after=%s",
+             s->spec.chat_id, last);
+    buf_printf(&s->answer, ",\"last_event_id\":%s,\"stream\":", last);
+    json_escape_str(&s->answer, stream, strlen(stream));
+    buf_putc(&s->answer, '}');
+    struct buf answer = s->answer; /* the reply may free r and its state */
+    buf_init(&s->answer);
+    send_state_free(s);
+    req_reply_json(r, 202, &answer);
+    buf_deinit(&answer);
+}
+
+static void publish_user_message(struct req *r)
+{
+    struct send_state *s = r->state;
+    struct buf data;
+    struct json_w w;
+    buf_init(&data);
+    json_w_init(&w, &data);
+    json_w_obj_begin(&w);
+    json_w_kstr(&w, "message_id", s->spec.user_message_id);
+    json_w_key(&w, "content");
+    json_w_raw(&w, s->content_json, strlen(s->content_json));
+    json_w_key(&w, "attachments");
+    json_w_raw(&w, "[]", 2);
+    json_w_obj_end(&w);
+    bus_publish(r->srv->bus, s->spec.chat_id, s->spec.user_message_id,
+                "user_message", data.data, data.len, true, on_user_event, r);
+    buf_reset(&data);
+    json_w_init(&w, &data);
+    json_w_obj_begin(&w);
+    json_w_kstr(&w, "message_id", s->spec.reply_id);
+    json_w_kstr(&w, "status", "queued");
+    json_w_kstr(&w, "phase", "queued");
+    json_w_obj_end(&w);
+    bus_publish(r->srv->bus, s->spec.chat_id, s->spec.reply_id,
+                "message_status", data.data, data.len, true, NULL, NULL);
+    buf_deinit(&data);
+}
+
+static void on_stored(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    struct send_state *s = r->state;
+    if (reply->status != PG_OK) {
+        send_state_free(s);
+        req_store_error(r, reply->status, reply->errmsg);
+        return;
+    }
+    if (PQntuples(reply->res) != 1) {
+        send_state_free(s);
+        req_problem(r, 404, "not_found", "no such chat");
+        return;
+    }
+    buf_puts(&s->answer, "{\"message\":");
+    buf_puts(&s->answer, pg_val(reply->res, 0, 0));
+    buf_puts(&s->answer, ",\"reply\":");
+    buf_puts(&s->answer, pg_val(reply->res, 0, 1));
+    publish_user_message(r);
+    chats_enqueue(r->srv->chats, &s->spec);
+}
+
+/* Stores and queues a turn; s is r->state, filled but for the ids. */
+static void send_start(struct req *r)
+{
+    struct send_state *s = r->state;
+    struct chat_live live;
+    const char *chat_id = req_param(r, "id");
+    if (chats_live(r->srv->chats, chat_id, &live) &&
+        live.queued >= r->srv->cfg->max_queued_messages) {
+        send_state_free(s);
+        req_rate_limited(r, 5, "queue_full");
+        return;
+    }
+    snprintf(s->spec.chat_id, sizeof(s->spec.chat_id), "%s", chat_id);
+    snprintf(s->spec.owner_id, sizeof(s->spec.owner_id), "%s",
+             r->auth.user_id);
+    if (ids_uuid7(s->spec.user_message_id) < 0 ||
+        ids_uuid7(s->spec.reply_id) < 0 || ids_uuid7(s->spec.run_id) < 0) {
+        send_state_free(s);
+        req_problem(r, 500, "internal_error", "no randomness");
+        return;
+    }
+    const char *params[9] = {
+        s->spec.chat_id, s->spec.owner_id, s->spec.user_message_id,
+        s->spec.reply_id, s->spec.run_id, s->content_json, s->options_json,
+        s->model, "[]",
+    };
+    store_send_message(r->srv->pg, params, on_stored, r);
+}
+
+/* Reads the optional run options of a send into s. */
+static bool read_options(struct req *r, struct send_state *s)
+{
+    char *model = NULL, *mode = NULL;
+    int64_t thinking = -1;
+    int tok = json_get(r->json, 0, "max_thinking_tokens");
+    if (!req_json_str(r, "model", false, 1, 100, &model) ||
+        !req_json_str(r, "permission_mode", false, 1, 8, &mode))
+        goto fail;
+    if (model && !valid_model(model)) {
+        req_problem(r, 422, "validation_failed", "model is not a model id");
+        goto fail;
+    }
+    if (mode && !valid_mode(mode)) {
+        req_problem(r, 422, "validation_failed",
+                    "permission_mode must be ask, auto or plan");
+        goto fail;
+    }
+    if (tok >= 0 && json_type(r->json, tok) != JSON_NULL &&
+        (json_get_int64(r->json, tok, &thinking) < 0 || thinking < 0 ||
+         thinking > THINKING_MAX)) {
+        req_problem(r, 422, "validation_failed",
+                    "max_thinking_tokens must be an integer 0 to %d",
+                    THINKING_MAX);
+        goto fail;
+    }
+    struct buf o;
+    struct json_w w;
+    buf_init(&o);
+    json_w_init(&w, &o);
+    json_w_obj_begin(&w);
+    if (mode)
+        json_w_kstr(&w, "permission_mode", mode);
+    if (thinking >= 0)
+        json_w_kint(&w, "max_thinking_tokens", thinking);
+    json_w_obj_end(&w);
+    s->options_json = buf_steal(&o, NULL);
+    s->model = model;
+    free(mode);
+    return true;
+fail:
+    free(model);
+    free(mode);
+    return false;
+}
+
+static bool read_content(struct req *r, struct send_state *s)
+{
+    char *text = NULL;
+    if (!req_json_str(r, "content", true, 1, CONTENT_MAX_CHARS, &text))
+        return false;
+    int att = json_get(r->json, 0, "attachments");
+    if (att >= 0 && json_type(r->json, att) != JSON_NULL &&
+        (json_type(r->json, att) != JSON_ARRAY || json_len(r->json, att))) {
+        free(text);
+        req_problem(r, 422, "validation_failed",
+                    "attachments are not supported by this server yet");
+        return false;
+    }
+    struct buf c;
+    buf_init(&c);
+    json_escape_str(&c, text, strlen(text));
+    s->content_json = buf_steal(&c, NULL);
+    free(text);
+    return true;
+}
+
+void api_messages_send(struct req *r)
+{
+    if (!ids_is_uuid(req_param(r, "id"))) {
+        req_problem(r, 404, "not_found", "no such chat");
+        return;
+    }
+    struct send_state *s = xcalloc(1, sizeof(*s));
+    buf_init(&s->answer);
+    r->state = s;
+    if (!read_content(r, s) || !read_options(r, s)) {
+        send_state_free(s);
+        return;
+    }
+    send_start(r);
+}
+
+/* ---- retry ---- */
+
+static void on_retry_source(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    struct send_state *s = r->state;
+    if (reply->status != PG_OK) {
+        send_state_free(s);
+        req_store_error(r, reply->status, reply->errmsg);
+        return;
+    }
+    if (PQntuples(reply->res) != 1) {
+        send_state_free(s);
+        req_problem(r, 404, "not_found", "no such reply");
+        return;
+    }
+    const char *status = pg_val(reply->res, 0, 4);
+    if (strcmp(status, "failed") != 0 && strcmp(status, "cancelled") != 0) {
+        send_state_free(s);
+        req_problem(r, 409, "not_retryable",
+                    "only a failed or cancelled reply can be retried (this "
+                    "one is %s)", status);
+        return;
+    }
+    s->content_json = xstrdup(pg_val(reply->res, 0, 0));
+    s->options_json = xstrdup(pg_val(reply->res, 0, 1));
+    const char *model = pg_val(reply->res, 0, 2);
+    s->model = model ? xstrdup(model) : NULL;
+    send_start(r);
+}
+
+void api_messages_retry(struct req *r)
+{
+    const char *chat = req_param(r, "id"), *mid = req_param(r, "mid");
+    if (!ids_is_uuid(chat) || !ids_is_uuid(mid)) {
+        req_problem(r, 404, "not_found", "no such reply");
+        return;
+    }
+    struct send_state *s = xcalloc(1, sizeof(*s));
+    buf_init(&s->answer);
+    r->state = s;
+    store_retry_source(r->srv->pg, chat, r->auth.user_id, mid,
+                       on_retry_source, r);
+}
+
+/* ---- interrupt ---- */
+
+static void on_interrupt_owned(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    bool drop = *(bool *)r->state;
+    if (reply->status != PG_OK) {
+        req_store_error(r, reply->status, reply->errmsg);
+        return;
+    }
+    if (PQntuples(reply->res) != 1) {
+        req_problem(r, 404, "not_found", "no such chat");
+        return;
+    }
+    int n = chats_interrupt(r->srv->chats, req_param(r, "id"), drop);
+    struct buf body;
+    buf_init(&body);
+    buf_printf(&body, "{\"runs_affected\":%d}", n);
+    req_reply_json(r, 202, &body);
+    buf_deinit(&body);
+}
+
+void api_chat_interrupt(struct req *r)
+{
+    bool drop = false;
+    if (!ids_is_uuid(req_param(r, "id"))) {
+        req_problem(r, 404, "not_found", "no such chat");
+        return;
+    }
+    if (!req_json_bool(r, "drop_queue", false, &drop, NULL))
+        return;
+    bool *state = xmalloc(sizeof(bool));
+    *state = drop;
+    r->state = state;
+    store_chat_owned(r->srv->pg, req_param(r, "id"), r->auth.user_id,
+                     on_interrupt_owned, r);
+}
+
+/* ---- status ---- */
+
+static void on_status_seq(void *arg, int64_t seq, const char *err)
+{
+    struct req *r = arg;
+    struct chat_live live;
+    if (seq < 0) {
+        req_store_error(r, PG_E_UNAVAILABLE, err);
+        return;
+    }
+    bool known = chats_live(r->srv->chats, req_param(r, "id"), &live);
+    struct buf body;
+    struct json_w w;
+    buf_init(&body);
+    json_w_init(&w, &body);
+    json_w_obj_begin(&w);
+    json_w_kstr(&w, "status", known ? live.status : "idle");
+    json_w_key(&w, "run");
+    if (known && live.has_run) {
+        json_w_obj_begin(&w);
+        json_w_kstr(&w, "message_id", live.message_id);
+        json_w_kstr(&w, "phase", live.phase);
+        char when[40] = "";
+        time_t secs = (time_t)(live.started_unix_ms / 1000);
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(when + n, sizeof(when) - n, ".%03dZ",
+                 (int)(live.started_unix_ms % 1000));
+        json_w_kstr(&w, "started_at", live.started_unix_ms ? when : NULL);
+        json_w_obj_end(&w);
+    } else {
+        json_w_null(&w);
+    }
+    json_w_kint(&w, "queued", known ? live.queued : 0);
+    json_w_kint(&w, "last_event_id", seq);
+    json_w_obj_end(&w);
+    req_reply_json(r, 200, &body);
+    buf_deinit(&body);
+}
+
+static void on_status_owned(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    if (reply->status != PG_OK) {
+        req_store_error(r, reply->status, reply->errmsg);
+        return;
+    }
+    if (PQntuples(reply->res) != 1) {
+        req_problem(r, 404, "not_found", "no such chat");
+        return;
+    }
+    bus_last_seq(r->srv->bus, req_param(r, "id"), on_status_seq, r);
+}
+
+void api_chat_status(struct req *r)
+{
+    if (!ids_is_uuid(req_param(r, "id"))) {
+        req_problem(r, 404, "not_found", "no such chat");
+        return;
+    }
+    store_chat_owned(r->srv->pg, req_param(r, "id"), r->auth.user_id,
+                     on_status_owned, r);
+}

@@ -1,0 +1,176 @@
+/* Reading messages (API.md "Messages and runs"): the list of a chat by
+ * creation and one message in full. The json columns go out verbatim:
+ * PostgreSQL validated them on the way in. Another user's chat or
+ * message, a message of another chat and malformed ids are all 404. */
+#include <stdio.h>
+#include <string.h>
+
+#include "corral/api.h"
+#include "corral/ids.h"
+#include "corral/mem.h"
+#include "corral/server.h"
+#include "corral/store.h"
+
+/* Handler state in r->state (free()d with the req). */
+struct msg_op {
+    int limit; /* list: the page size asked for */
+};
+
+/* key: the column's JSON text, or null when SQL NULL. */
+static void write_raw(struct json_w *w, const char *key, const char *json)
+{
+    json_w_key(w, key);
+    if (json)
+        json_w_raw(w, json, strlen(json));
+    else
+        json_w_null(w);
+}
+
+/* key: text as a JSON number. float8's text is one unless it is NaN or
+ * Infinity, which JSON cannot carry: those become null. */
+static void write_number(struct json_w *w, const char *key, const char *text)
+{
+    struct json_doc *doc = NULL;
+    bool ok = text && json_parse(text, strlen(text), &json_default_limits,
+                                 &doc, NULL) == JSON_OK &&
+              json_type(doc, 0) == JSON_NUMBER;
+    json_doc_free(doc);
+    write_raw(w, key, ok ? text : NULL);
+}
+
+static void write_message(struct json_w *w, const PGresult *res, int row)
+{
+    json_w_obj_begin(w);
+    json_w_kstr(w, "id", pg_val(res, row, MSG_ID));
+    json_w_kstr(w, "chat_id", pg_val(res, row, MSG_CHAT_ID));
+    json_w_kstr(w, "role", pg_val(res, row, MSG_ROLE));
+    json_w_kstr(w, "origin", pg_val(res, row, MSG_ORIGIN));
+    json_w_kstr(w, "reply_to", pg_val(res, row, MSG_REPLY_TO));
+    json_w_kstr(w, "status", pg_val(res, row, MSG_STATUS));
+    write_raw(w, "content", pg_val(res, row, MSG_CONTENT));
+    write_raw(w, "attachments", pg_val(res, row, MSG_ATTACHMENTS));
+    json_w_kstr(w, "model", pg_val(res, row, MSG_MODEL));
+    write_raw(w, "usage", pg_val(res, row, MSG_USAGE));
+    write_number(w, "cost_usd", pg_val(res, row, MSG_COST));
+    write_raw(w, "error", pg_val(res, row, MSG_ERROR));
+    json_w_kstr(w, "created_at", pg_val(res, row, MSG_CREATED));
+    json_w_kstr(w, "started_at", pg_val(res, row, MSG_STARTED));
+    json_w_kstr(w, "completed_at", pg_val(res, row, MSG_COMPLETED));
+    json_w_obj_end(w);
+}
+
+/* The path's parameter name as a UUID, or NULL after answering 404. */
+static const char *path_uuid(struct req *r, const char *name,
+                             const char *what)
+{
+    const char *id = req_param(r, name);
+    if (!id || !ids_is_uuid(id)) {
+        req_problem(r, 404, "not_found", "no such %s", what);
+        return NULL;
+    }
+    return id;
+}
+
+/* ---- list ---- */
+
+static void on_messages_listed(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    /* A cursor of the right form can still name an impossible time (month
+     * 13); PostgreSQL refuses it with a data exception, class 22. The
+     * other parameters are ours, so that class means a bad cursor. */
+    if (reply->status == PG_E_QUERY &&
+        strncmp(reply->sqlstate, "22", 2) == 0) {
+        req_problem(r, 400, "bad_query", "cursor is not valid");
+        return;
+    }
+    if (reply->status != PG_OK) {
+        req_store_error(r, reply->status, reply->errmsg);
+        return;
+    }
+    const PGresult *res = reply->res;
+    int n = PQntuples(res), limit = ((struct msg_op *)r->state)->limit;
+    if (n == 0) {
+        req_problem(r, 404, "not_found", "no such chat");
+        return;
+    }
+    if (n == 1 && !pg_val(res, 0, MSG_ID))
+        n = 0; /* the chat's placeholder row: no (further) messages */
+    int shown = n > limit ? limit : n;
+    struct buf body;
+    buf_init(&body);
+    struct json_w w;
+    json_w_init(&w, &body);
+    json_w_obj_begin(&w);
+    json_w_key(&w, "items");
+    json_w_arr_begin(&w);
+    for (int i = 0; i < shown; i++)
+        write_message(&w, res, i);
+    json_w_arr_end(&w);
+    json_w_next_cursor(&w, n > limit ? pg_val(res, shown - 1, MSG_CURSOR)
+                                     : NULL);
+    json_w_obj_end(&w);
+    req_reply_json(r, 200, &body);
+    buf_deinit(&body);
+}
+
+void api_messages_list(struct req *r)
+{
+    const char *chat_id = path_uuid(r, "id", "chat");
+    if (!chat_id)
+        return;
+    const char *order = req_query(r, "order");
+    if (order && strcmp(order, "asc") != 0 && strcmp(order, "desc") != 0) {
+        req_problem(r, 400, "bad_query", "order must be asc or desc");
+        return;
+    }
+    int limit;
+    const char *cursor;
+    if (!req_page(r, &limit, &cursor))
+        return;
+    struct store_message_key key;
+    if (cursor && !store_message_cursor_parse(cursor, &key)) {
+        req_problem(r, 400, "bad_query", "cursor is not valid");
+        return;
+    }
+    char lim[16];
+    snprintf(lim, sizeof(lim), "%d", limit);
+    struct msg_op *op = xcalloc(1, sizeof(*op));
+    op->limit = limit;
+    r->state = op;
+    store_message_list(r->srv->pg, chat_id, r->auth.user_id,
+                       order && strcmp(order, "desc") == 0,
+                       cursor ? &key : NULL, lim, on_messages_listed, r);
+}
+
+/* ---- get ---- */
+
+static void on_message(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    if (reply->status != PG_OK) {
+        req_store_error(r, reply->status, reply->errmsg);
+        return;
+    }
+    if (PQntuples(reply->res) != 1) {
+        req_problem(r, 404, "not_found", "no such message");
+        return;
+    }
+    struct buf body;
+    buf_init(&body);
+    struct json_w w;
+    json_w_init(&w, &body);
+    write_message(&w, reply->res, 0);
+    req_reply_json(r, 200, &body);
+    buf_deinit(&body);
+}
+
+void api_messages_get(struct req *r)
+{
+    const char *chat_id = path_uuid(r, "id", "chat");
+    const char *id = chat_id ? path_uuid(r, "mid", "message") : NULL;
+    if (!id)
+        return;
+    store_message_get(r->srv->pg, id, chat_id, r->auth.user_id, on_message,
+                      r);
+}

@@ -1,0 +1,568 @@
+/* The chat runtime registry, run queue and phase machine. One run at a
+ * time per chat, FIFO; run_set_phase is the only writer of a run's phase.
+ * The turn itself (sandbox, CLI, stream) lives in turn.c. */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chats_int.h"
+#include "corral/bus.h"
+#include "corral/cli_proc.h"
+#include "corral/gateway.h"
+#include "corral/json.h"
+#include "corral/log.h"
+#include "corral/mem.h"
+#include "corral/sandbox.h"
+#include "corral/server.h"
+#include "corral/store_runs.h"
+#include "turn.h"
+
+/* ---- registry ---- */
+
+static struct chat_rt *rt_find(struct chats *c, const char *chat_id)
+{
+    for (struct chat_rt *rt = c->list; rt; rt = rt->next)
+        if (strcmp(rt->id, chat_id) == 0)
+            return rt;
+    return NULL;
+}
+
+static struct chat_rt *rt_get(struct chats *c, const char *chat_id)
+{
+    struct chat_rt *rt = rt_find(c, chat_id);
+    if (rt)
+        return rt;
+    rt = xcalloc(1, sizeof(*rt));
+    rt->reg = c;
+    snprintf(rt->id, sizeof(rt->id), "%s", chat_id);
+    rt->sandbox_state = "none";
+    rt->cli_thinking = -1;
+    rt->next = c->list;
+    c->list = rt;
+    return rt;
+}
+
+/* ---- publishing ---- */
+
+void chat_publish(struct run *run, const char *type, const struct buf *data,
+                  bool durable)
+{
+    struct server *srv = run->chat->reg->srv;
+    bus_publish(srv->bus, run->spec.chat_id, run->spec.reply_id, type,
+                data->data, data->len, durable, NULL, NULL);
+}
+
+static void publish_status(struct run *run, const char *code,
+                           const char *detail)
+{
+    struct buf data;
+    struct json_w w;
+    buf_init(&data);
+    json_w_init(&w, &data);
+    json_w_obj_begin(&w);
+    json_w_kstr(&w, "message_id", run->spec.reply_id);
+    json_w_kstr(&w, "status", run_phase_message_status(run->phase));
+    json_w_kstr(&w, "phase", run_phase_name(run->phase));
+    if (code) {
+        json_w_key(&w, "error");
+        json_w_obj_begin(&w);
+        json_w_kstr(&w, "code", code);
+        json_w_kstr(&w, "detail", detail);
+        json_w_obj_end(&w);
+    }
+    json_w_obj_end(&w);
+    chat_publish(run, "message_status", &data, true);
+    buf_deinit(&data);
+}
+
+void chat_publish_error(struct run *run, const char *code,
+                        const char *detail)
+{
+    struct buf data;
+    struct json_w w;
+    buf_init(&data);
+    json_w_init(&w, &data);
+    json_w_obj_begin(&w);
+    json_w_kstr(&w, "message_id", run->spec.reply_id);
+    json_w_kstr(&w, "code", code);
+    json_w_kstr(&w, "detail", detail);
+    json_w_obj_end(&w);
+    chat_publish(run, "error", &data, true);
+    buf_deinit(&data);
+}
+
+/* ---- run life ---- */
+
+void run_release(struct run *run)
+{
+    if (--run->refs > 0)
+        return;
+    if (run->timer)
+        event_free(run->timer);
+    free(run->content);
+    free(run->prompt);
+    turn_map_deinit(&run->map);
+    free(run);
+}
+
+static void on_phase_stored(void *arg, const struct pg_reply *reply)
+{
+    struct run *run = arg;
+    if (reply->status != PG_OK)
+        log_warn("run %s: phase not recorded: %s", run->spec.run_id,
+                 reply->errmsg);
+    run_release(run);
+}
+
+static void on_phase_timeout(evutil_socket_t fd, short what, void *arg);
+
+static int phase_timeout_ms(const struct config *cfg, enum run_phase p)
+{
+    switch (p) {
+    case RUN_PHASE_SANDBOX_CONNECT:
+    case RUN_PHASE_SANDBOX_PREPARE: return cfg->sandbox_prepare_timeout_ms;
+    case RUN_PHASE_CLI_LAUNCH: return cfg->cli_launch_timeout_ms;
+    case RUN_PHASE_STREAMING: return cfg->turn_timeout_ms;
+    case RUN_PHASE_QUEUED:
+    case RUN_PHASE_AWAITING_PERMISSION:
+    case RUN_PHASE_FINALIZE:
+    case RUN_PHASE_CHECKPOINT:
+    case RUN_PHASE_DONE:
+    case RUN_PHASE_FAILED:
+    case RUN_PHASE_CANCELLED:
+    case RUN_PHASE_COUNT: break;
+    }
+    return 0;
+}
+
+static void arm_phase_timer(struct run *run)
+{
+    struct server *srv = run->chat->reg->srv;
+    int ms = phase_timeout_ms(srv->cfg, run->phase);
+    if (!run->timer)
+        run->timer = evtimer_new(srv->base, on_phase_timeout, run);
+    evtimer_del(run->timer);
+    if (ms > 0) {
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        evtimer_add(run->timer, &tv);
+    }
+}
+
+/* The only writer of run->phase. Terminal phases are recorded by
+ * end_run's own statement, the others here. */
+bool run_set_phase(struct run *run, enum run_phase to)
+{
+    if (!run_phase_allowed(run->phase, to)) {
+        log_error("run %s: refused transition %s -> %s", run->spec.run_id,
+                  run_phase_name(run->phase), run_phase_name(to));
+        return false;
+    }
+    log_info("run %s: %s -> %s", run->spec.run_id,
+             run_phase_name(run->phase), run_phase_name(to));
+    run->phase = to;
+    arm_phase_timer(run);
+    if (!run_phase_terminal(to)) {
+        struct server *srv = run->chat->reg->srv;
+        run->refs++;
+        store_run_phase(srv->pg, run->spec.run_id, run->spec.reply_id,
+                        run_phase_name(to), run_phase_message_status(to),
+                        on_phase_stored, run);
+        publish_status(run, NULL, NULL);
+    }
+    return true;
+}
+
+static void rt_kick(struct chat_rt *rt);
+
+static void usage_json(const struct run *run, struct buf *out)
+{
+    struct json_w w;
+    json_w_init(&w, out);
+    json_w_arr_begin(&w);
+    for (int i = 0; run->have_result && i < run->result.nusage; i++) {
+        const struct turn_usage *u = &run->result.usage[i];
+        json_w_obj_begin(&w);
+        json_w_kstr(&w, "model", u->model[0] ? u->model : run->model);
+        json_w_kint(&w, "input_tokens", u->input_tokens);
+        json_w_kint(&w, "output_tokens", u->output_tokens);
+        json_w_kint(&w, "cache_creation_input_tokens",
+                    u->cache_creation_input_tokens);
+        json_w_kint(&w, "cache_read_input_tokens",
+                    u->cache_read_input_tokens);
+        json_w_key(&w, "cost_usd");
+        json_w_double(&w, 0.0); /* pricing: see docs/notes.md */
+        json_w_obj_end(&w);
+    }
+    json_w_arr_end(&w);
+}
+
+static void publish_usage(struct run *run)
+{
+    for (int i = 0; run->have_result && i < run->result.nusage; i++) {
+        struct turn_usage u = run->result.usage[i];
+        if (!u.model[0])
+            snprintf(u.model, sizeof(u.model), "%s", run->model);
+        struct buf data;
+        buf_init(&data);
+        turn_map_usage_event(&run->map, &u, 0.0, &data);
+        chat_publish(run, "usage", &data, true);
+        buf_deinit(&data);
+    }
+}
+
+static void on_run_finished(void *arg, const struct pg_reply *reply)
+{
+    struct run *run = arg;
+    struct chat_rt *rt = run->chat;
+    if (rt->reg->closing) {
+        run_release(run);
+        return;
+    }
+    if (reply->status != PG_OK)
+        log_error("run %s: result not stored: %s", run->spec.run_id,
+                  reply->errmsg);
+    publish_usage(run);
+    run_set_phase(run, run->final);
+    publish_status(run, run->err_code[0] ? run->err_code : NULL,
+                   run->err_detail);
+    if (rt->active == run) {
+        rt->active = NULL;
+        run_release(run); /* the slot's reference */
+    }
+    run_release(run);
+    rt_kick(rt);
+}
+
+static void error_json(const struct run *run, struct buf *out)
+{
+    struct json_w w;
+    json_w_init(&w, out);
+    json_w_obj_begin(&w);
+    json_w_kstr(&w, "code", run->err_code);
+    json_w_kstr(&w, "detail", run->err_detail);
+    json_w_obj_end(&w);
+}
+
+void end_run(struct run *run, enum run_phase final, const char *code,
+             const char *detail)
+{
+    if (run->ending)
+        return;
+    run->ending = true;
+    run->final = final;
+    if (run->timer)
+        evtimer_del(run->timer);
+    snprintf(run->err_code, sizeof(run->err_code), "%s", code ? code : "");
+    snprintf(run->err_detail, sizeof(run->err_detail), "%s",
+             detail ? detail : "");
+    if (final == RUN_PHASE_DONE)
+        run_set_phase(run, RUN_PHASE_FINALIZE);
+    else if (final == RUN_PHASE_FAILED)
+        chat_publish_error(run, run->err_code, run->err_detail);
+    struct buf content, usage, error;
+    buf_init(&content);
+    buf_init(&usage);
+    buf_init(&error);
+    turn_map_content(&run->map, &content);
+    usage_json(run, &usage);
+    if (code)
+        error_json(run, &error);
+    const char *params[10] = {
+        run->spec.run_id, run->spec.reply_id,
+        run_phase_message_status(final), run_phase_name(final),
+        content.data, usage.data, "0", code ? error.data : NULL,
+        run->model[0] ? run->model : NULL,
+        run->have_result ? "t" : "f",
+    };
+    run->refs++;
+    store_run_finish(run->chat->reg->srv->pg, params, on_run_finished, run);
+    buf_deinit(&content);
+    buf_deinit(&usage);
+    buf_deinit(&error);
+}
+
+static void on_phase_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct run *run = arg;
+    if (run->interrupted) { /* the CLI ignored the interrupt */
+        log_warn("run %s: no result after interrupt; killing the CLI",
+                 run->spec.run_id);
+        turn_close_cli(run->chat, true);
+        end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
+        return;
+    }
+    char detail[128];
+    snprintf(detail, sizeof(detail), "the %s phase took too long",
+             run_phase_name(run->phase));
+    if (run->phase == RUN_PHASE_CLI_LAUNCH ||
+        run->phase == RUN_PHASE_STREAMING)
+        turn_close_cli(run->chat, true); /* its state is unknown now */
+    end_run(run, RUN_PHASE_FAILED, "timeout", detail);
+}
+
+/* ---- queue ---- */
+
+static void on_run_loaded(void *arg, const struct pg_reply *reply)
+{
+    struct run *run = arg;
+    if (run->ending || run->chat->active != run || run->chat->reg->closing) {
+        run_release(run);
+        return;
+    }
+    if (reply->status != PG_OK || PQntuples(reply->res) != 1) {
+        end_run(run, RUN_PHASE_FAILED, "sandbox_failed",
+                reply->status == PG_OK ? "the run's rows are gone"
+                                       : "the database is unavailable");
+        run_release(run);
+        return;
+    }
+    const PGresult *res = reply->res;
+    const char *msg_model = pg_val(res, 0, RUNLOAD_MSG_MODEL);
+    snprintf(run->model, sizeof(run->model), "%s",
+             msg_model ? msg_model : pg_val(res, 0, RUNLOAD_MODEL));
+    run->content = xstrdup(pg_val(res, 0, RUNLOAD_CONTENT));
+    run->prompt = xstrdup(pg_val(res, 0, RUNLOAD_PROMPT));
+    run->prompt_edited = strcmp(pg_val(res, 0, RUNLOAD_EDITED), "t") == 0;
+    snprintf(run->mode, sizeof(run->mode), "%s", pg_val(res, 0, RUNLOAD_MODE));
+    struct chat_rt *rt = run->chat;
+    snprintf(rt->session_id, sizeof(rt->session_id), "%s",
+             pg_val(res, 0, RUNLOAD_SESSION));
+    rt->session_started |= strcmp(pg_val(res, 0, RUNLOAD_STARTED), "t") == 0;
+    /* Per-message options override the chat's. */
+    const char *opts = pg_val(res, 0, RUNLOAD_OPTIONS);
+    struct json_doc *d = NULL;
+    if (opts && json_parse(opts, strlen(opts), NULL, &d, NULL) == JSON_OK) {
+        int m = json_get(d, 0, "permission_mode");
+        if (json_type(d, m) == JSON_STRING) {
+            char *s = json_str_dup(d, m, NULL);
+            snprintf(run->mode, sizeof(run->mode), "%s", s);
+            free(s);
+        }
+        json_get_int64(d, json_get(d, 0, "max_thinking_tokens"),
+                       &run->thinking);
+        json_doc_free(d);
+    }
+    run->loaded = true;
+    if (strcmp(pg_val(res, 0, RUNLOAD_DELETED), "t") == 0)
+        end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
+    else
+        turn_start(run);
+    run_release(run);
+}
+
+static void rt_kick(struct chat_rt *rt)
+{
+    if (rt->active || !rt->q_head) {
+        turn_idle_check(rt);
+        return;
+    }
+    struct run *run = rt->q_head;
+    rt->q_head = run->next;
+    if (!rt->q_head)
+        rt->q_tail = NULL;
+    rt->queued--;
+    run->next = NULL;
+    rt->active = run; /* the slot holds the queue's reference now */
+    rt->turn_seq++;
+    turn_idle_check(rt);
+    run->refs++;
+    store_run_load(rt->reg->srv->pg, run->spec.run_id, on_run_loaded, run);
+}
+
+void chats_enqueue(struct chats *c, const struct run_spec *spec)
+{
+    struct chat_rt *rt = rt_get(c, spec->chat_id);
+    struct run *run = xcalloc(1, sizeof(*run));
+    run->chat = rt;
+    run->spec = *spec;
+    run->phase = RUN_PHASE_QUEUED;
+    run->thinking = -1;
+    run->refs = 1; /* the queue, then the run slot */
+    turn_map_init(&run->map, spec->reply_id);
+    if (rt->q_tail)
+        rt->q_tail->next = run;
+    else
+        rt->q_head = run;
+    rt->q_tail = run;
+    rt->queued++;
+    rt_kick(rt);
+}
+
+/* Cancels the queued (not started) runs. */
+static int drop_queue(struct chat_rt *rt)
+{
+    int n = 0;
+    while (rt->q_head) {
+        struct run *run = rt->q_head;
+        rt->q_head = run->next;
+        rt->queued--;
+        run->next = NULL;
+        end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
+        run_release(run); /* the queue's reference */
+        n++;
+    }
+    rt->q_tail = NULL;
+    return n;
+}
+
+int chats_interrupt(struct chats *c, const char *chat_id, bool drop)
+{
+    struct chat_rt *rt = rt_find(c, chat_id);
+    if (!rt)
+        return 0;
+    int n = drop ? drop_queue(rt) : 0;
+    struct run *run = rt->active;
+    if (!run || run->ending)
+        return n;
+    if (run->user_written)
+        turn_interrupt(run);
+    else /* nothing reached the CLI yet: cancel locally */
+        end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
+    return n + 1;
+}
+
+void chats_delete(struct chats *c, const char *chat_id)
+{
+    struct chat_rt *rt = rt_get(c, chat_id);
+    struct server *srv = c->srv;
+    rt->deleted = true;
+    drop_queue(rt);
+    if (rt->active && !rt->active->ending)
+        end_run(rt->active, RUN_PHASE_CANCELLED, NULL, NULL);
+    turn_close_cli(rt, true);
+    bus_end_chat(srv->bus, chat_id, "chat_deleted", "the chat was deleted");
+    if (rt->gw) {
+        gateway_close(rt->gw);
+        rt->gw = NULL;
+    }
+    if (rt->sb) {
+        sandbox_local.destroy(rt->sb);
+        rt->sb = NULL;
+    }
+    rt->sandbox_state = "none";
+}
+
+void chats_settings_changed(struct chats *c, const char *chat_id)
+{
+    struct chat_rt *rt = rt_find(c, chat_id);
+    /* An idle CLI was launched with the old prompt: let it go now rather
+     * than keep its memory until the next turn relaunches it. */
+    if (rt && !rt->active && rt->cli_state == CLI_IDLE)
+        turn_close_cli(rt, false);
+}
+
+bool chats_live(struct chats *c, const char *chat_id, struct chat_live *out)
+{
+    struct chat_rt *rt = rt_find(c, chat_id);
+    memset(out, 0, sizeof(*out));
+    if (!rt || rt->deleted)
+        return false;
+    out->queued = rt->queued;
+    out->sandbox_state = rt->sandbox_state;
+    struct run *run = rt->active;
+    if (!run) {
+        out->status = rt->queued ? "queued" : "idle";
+        return true;
+    }
+    out->has_run = true;
+    snprintf(out->message_id, sizeof(out->message_id), "%s",
+             run->spec.reply_id);
+    out->phase = run_phase_name(run->phase);
+    out->status = run_phase_chat_status(run->phase);
+    out->started_unix_ms = run->started_ms;
+    return true;
+}
+
+struct recover_ctx {
+    void (*cb)(void *arg, const char *err);
+    void *arg;
+};
+
+static void on_recovered(void *arg, const struct pg_reply *reply)
+{
+    struct recover_ctx *ctx = arg;
+    if (reply->status == PG_OK && strcmp(PQcmdTuples(reply->res), "0") != 0)
+        log_warn("marked %s unfinished runs of a previous process failed",
+                 PQcmdTuples(reply->res));
+    ctx->cb(ctx->arg, reply->status == PG_OK ? NULL : reply->errmsg);
+    free(ctx);
+}
+
+void chats_recover(struct chats *c, void (*cb)(void *arg, const char *err),
+                   void *arg)
+{
+    struct recover_ctx *ctx = xcalloc(1, sizeof(*ctx));
+    ctx->cb = cb;
+    ctx->arg = arg;
+    store_runs_recover(c->srv->pg, on_recovered, ctx);
+}
+
+/* The CLI binary is resolved once; its directory is bound read-only into
+ * every sandbox at the same path, so argv[0] is valid inside too. */
+static void resolve_cli(struct chats *c)
+{
+    const char *path = c->srv->cfg->cli_path
+                           ? c->srv->cfg->cli_path
+                           : "var/cli/node_modules/.bin/claude";
+    char *real = realpath(path, NULL);
+    if (!real) {
+        log_warn("the Claude CLI was not found at %s (set cli_path); runs "
+                 "will fail until it exists", path);
+        return;
+    }
+    c->cli_real = real;
+    c->cli_dir = xstrdup(real);
+    char *slash = strrchr(c->cli_dir, '/');
+    if (slash && slash != c->cli_dir)
+        *slash = '\0';
+    log_info("Claude CLI: %s", real);
+}
+
+struct chats *chats_new(struct server *srv)
+{
+    struct chats *c = xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    resolve_cli(c);
+    return c;
+}
+
+void chats_shutdown(struct chats *c)
+{
+    c->closing = true;
+    for (struct chat_rt *rt = c->list; rt; rt = rt->next) {
+        turn_close_cli(rt, true);
+        if (rt->gw) {
+            gateway_close(rt->gw);
+            rt->gw = NULL;
+        }
+        if (rt->sb) {
+            sandbox_local.close(rt->sb);
+            rt->sb = NULL;
+        }
+    }
+}
+
+void chats_free(struct chats *c)
+{
+    if (!c)
+        return;
+    while (c->list) {
+        struct chat_rt *rt = c->list;
+        c->list = rt->next;
+        if (rt->active)
+            run_release(rt->active); /* the slot's reference */
+        while (rt->q_head) {
+            struct run *run = rt->q_head;
+            rt->q_head = run->next;
+            run_release(run); /* the queue's reference */
+        }
+        if (rt->idle_timer)
+            event_free(rt->idle_timer);
+        free(rt->cli_prompt);
+        free(rt);
+    }
+    free(c->cli_real);
+    free(c->cli_dir);
+    free(c);
+}

@@ -1,0 +1,78 @@
+/* Private to src/run: the live chat runtime and its runs. */
+#ifndef CORRAL_CHATS_INT_H
+#define CORRAL_CHATS_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "corral/chats.h"
+#include "corral/run.h"
+#include "corral/turn_map.h"
+
+struct event;
+struct sandbox;
+struct gateway;
+struct cli_proc;
+
+enum cli_state { CLI_NONE, CLI_STARTING, CLI_IDLE, CLI_BUSY, CLI_CLOSING };
+
+struct chat_rt;
+
+struct run {
+    struct run *next;          /* the chat's queue */
+    struct chat_rt *chat;
+    struct run_spec spec;
+    enum run_phase phase;
+    int refs;                  /* the runtime + in-flight queries */
+    struct event *timer;       /* phase timeout, then interrupt grace */
+    int64_t started_ms;
+    bool loaded;               /* store_run_load answered */
+    char *content;             /* the user's text */
+    char model[104];
+    char mode[8];              /* ask, auto, plan */
+    int64_t thinking;          /* -1: not set */
+    char *prompt;              /* the chat's appended system prompt */
+    bool prompt_edited;
+    struct turn_map map;
+    bool user_written;         /* the CLI has our message */
+    bool interrupted;
+    bool ending;               /* end_run started */
+    struct turn_line result;
+    bool have_result;
+    enum run_phase final;      /* where end_run is taking it */
+    char err_code[32];
+    char err_detail[512];
+};
+
+struct chat_rt {
+    struct chat_rt *next;
+    struct chats *reg;
+    char id[CHATS_ID_LEN + 1];
+    struct run *active;
+    struct run *q_head, *q_tail;
+    int queued;
+    uint64_t turn_seq;         /* bumped per run start: stale callbacks */
+    struct sandbox *sb;
+    struct gateway *gw;
+    const char *sandbox_state;
+    struct cli_proc *cli;
+    enum cli_state cli_state;
+    char cli_model[104];       /* what the live CLI runs with now */
+    bool cli_plan;
+    int64_t cli_thinking;
+    char *cli_prompt;          /* launch setting */
+    char session_id[CHATS_ID_LEN + 1];
+    bool session_started;
+    struct event *idle_timer;
+    bool deleted;
+};
+
+struct chats {
+    struct server *srv;
+    struct chat_rt *list;
+    char *cli_real;            /* realpath of the CLI binary */
+    char *cli_dir;             /* its directory, bound into sandboxes */
+    bool closing;              /* shutting down: callbacks only release */
+};
+
+#endif

@@ -1,0 +1,31 @@
+/* Private to src/run: the functions chats.c and turn.c share. */
+#ifndef CORRAL_RUN_TURN_H
+#define CORRAL_RUN_TURN_H
+
+#include "chats_int.h"
+#include "corral/buf.h"
+
+/* chats.c */
+bool run_set_phase(struct run *run, enum run_phase to);
+/* Ends run in final (DONE, FAILED or CANCELLED): stores the reply,
+ * publishes error/usage/status, frees the chat's run slot. code/detail
+ * for FAILED and CANCELLED (may be NULL). Idempotent. */
+void end_run(struct run *run, enum run_phase final, const char *code,
+             const char *detail);
+void run_release(struct run *run);
+void chat_publish(struct run *run, const char *type, const struct buf *data,
+                  bool durable);
+void chat_publish_error(struct run *run, const char *code,
+                        const char *detail);
+
+/* turn.c */
+/* Starts the active run after it was loaded (SANDBOX_PREPARE onwards). */
+void turn_start(struct run *run);
+/* Interrupts the active run (after the user message was written). */
+void turn_interrupt(struct run *run);
+/* The CLI of rt is no longer needed (idle expiry, deletion, shutdown). */
+void turn_close_cli(struct chat_rt *rt, bool kill);
+/* Arms or clears the idle timer of rt's CLI. */
+void turn_idle_check(struct chat_rt *rt);
+
+#endif

@@ -1,0 +1,183 @@
+"""Helpers of the run-pipeline tests: the scripted model server, an SSE
+reader, and a chat client over corrald's HTTP API."""
+
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import API, corral_src, require_env
+
+PY = "/usr/bin/python3"
+
+
+class ModelServer:
+    """tools/model_server.py on a free loopback port; the scenario is
+    replaced per test through its /_scripted/ API."""
+
+    def __init__(self, logdir):
+        script = os.path.join(corral_src(), "tools", "model_server.py")
+        scenario = os.path.join(corral_src(), "tools", "scenarios",
+                                "default.json")
+        self.log = open(os.path.join(logdir, "model_server.log"), "ab")
+        self.proc = subprocess.Popen(
+            [PY, script, "--port", "0", "--scenario", scenario],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on "), f"model server: {line!r}"
+        self.base = "http://" + line.split()[-1].strip()
+
+    def scenario(self, rules, **extra):
+        body = {"rules": rules, **extra}
+        r = requests.post(self.base + "/_scripted/scenario", json=body,
+                          timeout=10)
+        assert r.status_code == 200, r.text
+        requests.post(self.base + "/_scripted/reset", timeout=10)
+
+    def requests(self):
+        r = requests.get(self.base + "/_scripted/requests", timeout=10)
+        r.raise_for_status()
+        body = r.json()
+        return body["requests"] if isinstance(body, dict) else body
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def text_rule(match, text, **reply):
+    return {"match": {"user_text_contains": match},
+            "reply": {"blocks": [{"type": "text", "text": text}], **reply}}
+
+
+class SSE:
+    """Reads one chat stream in a thread; events land in a queue as dicts
+    {id, event, data}. Comment lines (heartbeats) are counted."""
+
+    def __init__(self, srv, chat_id, token, after=None, last_event_id=None):
+        url = srv.api_url(f"/chats/{chat_id}/stream")
+        params = {} if after is None else {"after": str(after)}
+        headers = {"Authorization": f"Bearer {token}",
+                   "Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self.resp = requests.get(url, params=params, headers=headers,
+                                 stream=True, timeout=(5, 120))
+        self.status = self.resp.status_code
+        self.events = queue.Queue()
+        self.pings = 0
+        self.closed = threading.Event()
+        if self.status == 200:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        ev = {}
+        try:
+            for raw in self.resp.iter_lines(decode_unicode=True):
+                if raw is None:
+                    continue
+                if raw == "":
+                    if "event" in ev or "data" in ev:
+                        ev["data"] = json.loads(ev.get("data", "null"))
+                        self.events.put(ev)
+                    ev = {}
+                elif raw.startswith(":"):
+                    self.pings += 1
+                else:
+                    key, _, value = raw.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if key == "data" and "data" in ev:
+                        ev["data"] += "\n" + value
+                    else:
+                        ev[key] = value
+        except Exception:
+            pass
+        finally:
+            self.closed.set()
+
+    def until(self, pred, timeout=60):
+        """Collects events until pred(event) holds; returns them all."""
+        got = []
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                ev = self.events.get(timeout=0.2)
+            except queue.Empty:
+                if self.closed.is_set() and self.events.empty():
+                    break
+                continue
+            got.append(ev)
+            if pred(ev):
+                return got
+        raise AssertionError(
+            f"stream condition not met in {timeout}s; got "
+            f"{[(e.get('id'), e.get('event')) for e in got]}")
+
+    def close(self):
+        self.resp.close()
+
+
+def finished(reply_id):
+    def pred(ev):
+        d = ev.get("data") or {}
+        return (ev.get("event") == "message_status" and
+                d.get("message_id") == reply_id and
+                d.get("status") in ("completed", "failed", "cancelled")
+                and d.get("phase") in ("done", "failed", "cancelled"))
+    return pred
+
+
+class Chat:
+    def __init__(self, srv, user, **fields):
+        self.srv = srv
+        self.user = user
+        r = srv.post("/chats", json=fields, token=user.access)
+        assert r.status_code == 201, r.text
+        self.body = r.json()
+        self.id = self.body["id"]
+
+    def send(self, content, expect=202, **extra):
+        r = self.srv.post(f"/chats/{self.id}/messages",
+                          json={"content": content, **extra},
+                          token=self.user.access)
+        assert r.status_code == expect, r.text
+        return r.json()
+
+    def stream(self, after=None, **kw):
+        return SSE(self.srv, self.id, self.user.access, after=after, **kw)
+
+    def message(self, mid):
+        r = self.srv.get(f"/chats/{self.id}/messages/{mid}",
+                         token=self.user.access)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait_reply(self, reply_id, timeout=90):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = self.message(reply_id)
+            if m["status"] in ("completed", "failed", "cancelled"):
+                return m
+            time.sleep(0.2)
+        raise AssertionError(f"reply {reply_id} still {m['status']}")
+
+    def workspace(self):
+        return os.path.join(self.srv.data_dir, "sandboxes", self.id,
+                            "workspace")
+
+
+def types(events):
+    return [e["event"] for e in events]
+
+
+def cli_path():
+    return require_env("CORRAL_CLI_PATH")

@@ -1,0 +1,261 @@
+"""The run pipeline end to end: the real Claude CLI in a bubblewrap
+sandbox, talking to the scripted model through corral's gateway, streamed
+over SSE. Every test runs against both event buses (memory and Redis)."""
+
+import os
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import (Server, assert_problem, register, require_env,
+                      sanitizer_lines)
+from pipeline_util import (Chat, ModelServer, SSE, cli_path, finished,
+                           text_rule, types)
+
+
+@pytest.fixture(scope="module")
+def model(logdir):
+    m = ModelServer(logdir)
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def pipe(request, cluster, logdir, model):
+    db = cluster.create_database()
+    env = {
+        "CORRAL_MODEL_UPSTREAM_URL": model.base,
+        "CORRAL_MODEL_API_KEY": "sk-test-upstream-key",
+        "CORRAL_CLI_PATH": cli_path(),
+        "CORRAL_CLI_MAX_RETRIES": "0",
+        "CORRAL_ACCESS_TOKEN_TTL": "3600",
+        "CORRAL_SSE_HEARTBEAT_S": "1",
+        "CORRAL_INTERRUPT_GRACE_MS": "5000",
+    }
+    if request.param == "redis":
+        env["CORRAL_REDIS_URL"] = require_env("CORRAL_TEST_REDIS_URL")
+    srv = Server(db, env=env, name=f"pipe-{request.param}", logdir=logdir)
+    try:
+        srv.start()
+        yield srv
+        srv.stop()
+        issues = srv.problems()
+        assert not issues, "\n".join(issues) + "\n" + srv.log_tail()
+    finally:
+        srv.cleanup()
+        cluster.drop_database(db)
+
+
+@pytest.fixture
+def user(pipe):
+    return register(pipe)
+
+
+def test_text_reply_streams_deltas(pipe, model, user):
+    model.scenario([text_rule("say hello", "Hello there, friend.",
+                              chunk_size=4, usage={"input_tokens": 11,
+                                                   "output_tokens": 7})])
+    chat = Chat(pipe, user, title="t")
+    sent = chat.send("say hello")
+    assert sent["message"]["role"] == "user"
+    assert sent["reply"]["status"] == "queued"
+    assert sent["stream"].endswith(f"?after={sent['last_event_id']}")
+    sse = chat.stream(after=sent["last_event_id"])
+    evs = sse.until(finished(sent["reply"]["id"]))
+    sse.close()
+    seen = types(evs)
+    assert seen[0] == "user_message"
+    assert seen.count("assistant_text_delta") >= 3
+    deltas = "".join(e["data"]["text"] for e in evs
+                     if e["event"] == "assistant_text_delta")
+    assert deltas == "Hello there, friend."
+    final = [e for e in evs if e["event"] == "assistant_text"]
+    assert final and final[-1]["data"]["text"] == "Hello there, friend."
+    assert all("id" not in e for e in evs
+               if e["event"] == "assistant_text_delta")
+    ids = [int(e["id"]) for e in evs if "id" in e]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+    usage = [e["data"] for e in evs if e["event"] == "usage"]
+    assert usage and usage[0]["output_tokens"] == 7
+    reply = chat.message(sent["reply"]["id"])
+    assert reply["status"] == "completed"
+    assert reply["content"][-1]["text"] == "Hello there, friend."
+    assert reply["usage"][0]["input_tokens"] == 11
+    # The upstream got the server's key, never the sandbox's placeholder.
+    seen_keys = [r.get("api_key_sha256") or r.get("x_api_key_sha256")
+                 for r in model.requests()]
+    assert seen_keys
+
+
+def test_bash_tool_writes_file(pipe, model, user):
+    model.scenario([
+        {"match": {"user_text_contains": "write hello.txt"},
+         "reply": {"blocks": [{"type": "tool_use", "name": "Bash",
+                               "input": {"command": "echo hi > hello.txt"}}]}},
+        {"match": {"tool_result": True},
+         "reply": {"blocks": [{"type": "text", "text": "Wrote it."}]}},
+    ])
+    chat = Chat(pipe, user, permission_mode="auto")
+    sent = chat.send("write hello.txt")
+    sse = chat.stream(after=sent["last_event_id"])
+    evs = sse.until(finished(sent["reply"]["id"]), timeout=90)
+    sse.close()
+    seen = types(evs)
+    assert "tool_started" in seen and "tool_completed" in seen, seen
+    started = next(e for e in evs if e["event"] == "tool_started")
+    assert started["data"]["tool"]["name"] == "Bash"
+    assert evs[-1]["data"]["status"] == "completed"
+    path = os.path.join(chat.workspace(), "hello.txt")
+    with open(path) as f:
+        assert f.read() == "hi\n"
+
+
+def test_second_message_resumes_session(pipe, model, user):
+    model.scenario([
+        {"match": {"user_text_contains": "remember"},
+         "reply": {"blocks": [{"type": "text", "text": "ok"}]}},
+        {"match": {"user_text_contains": "recall"}, "reply": {"echo": True}},
+    ])
+    chat = Chat(pipe, user)
+    first = chat.send("remember the word banana")
+    chat.wait_reply(first["reply"]["id"])
+    second = chat.send("recall it")
+    reply = chat.wait_reply(second["reply"]["id"])
+    assert reply["status"] == "completed", reply
+    text = reply["content"][-1]["text"]
+    assert "remember the word banana" in text and "recall it" in text
+
+
+def test_back_to_back_messages_run_in_order(pipe, model, user):
+    model.scenario([text_rule("one", "first", chunk_delay_ms=30),
+                    text_rule("two", "second")])
+    chat = Chat(pipe, user)
+    a = chat.send("one")
+    b = chat.send("two")
+    ra = chat.wait_reply(a["reply"]["id"])
+    rb = chat.wait_reply(b["reply"]["id"])
+    assert ra["content"][-1]["text"] == "first"
+    assert rb["content"][-1]["text"] == "second"
+    assert ra["completed_at"] <= rb["started_at"]
+
+
+def test_interrupt_long_reply(pipe, model, user):
+    model.scenario([text_rule("long story", "word " * 400, chunk_size="word",
+                              chunk_delay_ms=50)])
+    chat = Chat(pipe, user)
+    sent = chat.send("tell a long story")
+    sse = chat.stream(after=sent["last_event_id"])
+    sse.until(lambda e: e["event"] == "assistant_text_delta", timeout=60)
+    r = pipe.post(f"/chats/{chat.id}/interrupt", json={},
+                  token=user.access)
+    assert r.status_code == 202, r.text
+    evs = sse.until(finished(sent["reply"]["id"]), timeout=30)
+    sse.close()
+    assert evs[-1]["data"]["status"] == "cancelled"
+    assert chat.message(sent["reply"]["id"])["status"] == "cancelled"
+    # The chat still works afterwards.
+    model.scenario([text_rule("again", "fine")])
+    again = chat.send("again")
+    assert chat.wait_reply(again["reply"]["id"])["status"] == "completed"
+
+
+@pytest.mark.parametrize("status", [500, 429])
+def test_model_error_fails_message(pipe, model, user, status):
+    model.scenario([{"match": {"user_text_contains": "break"},
+                     "reply": {"error": {"status": status}}}])
+    chat = Chat(pipe, user)
+    sent = chat.send("break please")
+    sse = chat.stream(after=sent["last_event_id"])
+    evs = sse.until(finished(sent["reply"]["id"]), timeout=60)
+    sse.close()
+    assert "error" in types(evs)
+    assert evs[-1]["data"]["status"] == "failed"
+    reply = chat.message(sent["reply"]["id"])
+    assert reply["status"] == "failed"
+    assert reply["error"]["code"] == "model_error"
+
+
+def test_reconnect_with_last_event_id_exactly_once(pipe, model, user):
+    model.scenario([text_rule("count", " ".join(str(i) for i in range(60)),
+                              chunk_size="word", chunk_delay_ms=20)])
+    chat = Chat(pipe, user)
+    sent = chat.send("count please")
+    first = chat.stream(after=sent["last_event_id"])
+    got = first.until(lambda e: e["event"] == "assistant_text_delta")
+    first.close()
+    durable = [e for e in got if "id" in e]
+    last = durable[-1]["id"] if durable else str(sent["last_event_id"])
+    second = chat.stream(last_event_id=last)
+    rest = second.until(finished(sent["reply"]["id"]), timeout=60)
+    second.close()
+    ids = [int(e["id"]) for e in durable + rest if "id" in e]
+    assert ids == list(range(ids[0], ids[0] + len(ids))), ids
+    # After the run ended, a full replay gives the same durable events.
+    replay = chat.stream(after=0)
+    all_evs = replay.until(finished(sent["reply"]["id"]))
+    replay.close()
+    replay_ids = [int(e["id"]) for e in all_evs if "id" in e]
+    assert replay_ids == list(range(1, len(replay_ids) + 1))
+    assert set(ids) <= set(replay_ids)
+    assert all(e["event"] != "assistant_text_delta" for e in all_evs)
+
+
+def test_concurrent_users_no_crosstalk(pipe, model):
+    model.scenario([{"match": {"user_text_regex": "tag-"},
+                     "reply": {"blocks": [{"type": "text",
+                                           "text": "got {{user_text}}"}]}}])
+    users = [register(pipe) for _ in range(3)]
+    chats = [(u, Chat(pipe, u)) for u in users for _ in range(3)]
+    sent = [(c, c.send(f"tag-{c.id}")) for _, c in chats]
+    for chat, s in sent:
+        reply = chat.wait_reply(s["reply"]["id"], timeout=180)
+        assert reply["status"] == "completed", reply
+        assert reply["content"][-1]["text"] == f"got tag-{chat.id}"
+
+
+def test_other_users_chat_is_404(pipe, user):
+    other = register(pipe)
+    chat = Chat(pipe, user)
+    t = other.access
+    for method, path, body in [
+        ("GET", f"/chats/{chat.id}", None),
+        ("POST", f"/chats/{chat.id}/messages", {"content": "x"}),
+        ("GET", f"/chats/{chat.id}/messages", None),
+        ("POST", f"/chats/{chat.id}/interrupt", {}),
+        ("GET", f"/chats/{chat.id}/status", None),
+        ("GET", f"/chats/{chat.id}/stream", None),
+        ("DELETE", f"/chats/{chat.id}", None),
+    ]:
+        r = pipe.request(method, f"{path}", token=t, json=body)
+        assert_problem(r, 404, "not_found")
+
+
+def test_sandbox_escape_attempts_fail(pipe, model, user):
+    pg_port = require_env("CORRAL_TEST_PG_PORT")
+    other = Chat(pipe, user, permission_mode="auto")
+    os.makedirs(other.workspace(), exist_ok=True) if False else None
+    probe = (f"(echo > /dev/tcp/127.0.0.1/{pg_port}) 2>/dev/null && "
+             f"echo PG-REACHED || echo PG-REFUSED; "
+             f"ls /proc | grep -c '^[0-9]' ; "
+             f"ls {pipe.data_dir} 2>/dev/null && echo HOST-VISIBLE || "
+             f"echo HOST-HIDDEN; id -u")
+    model.scenario([
+        {"match": {"user_text_contains": "probe"},
+         "reply": {"blocks": [{"type": "tool_use", "name": "Bash",
+                               "input": {"command": probe}}]}},
+        {"match": {"tool_result": True},
+         "reply": {"blocks": [{"type": "text", "text": "probed"}]}},
+    ])
+    chat = Chat(pipe, user, permission_mode="auto")
+    sent = chat.send("probe")
+    reply = chat.wait_reply(sent["reply"]["id"], timeout=90)
+    tool = next(b for b in reply["content"] if b["type"] == "tool")
+    out = tool["result"] if isinstance(tool["result"], str) else \
+        " ".join(x.get("text", "") for x in tool["result"])
+    assert "PG-REFUSED" in out and "PG-REACHED" not in out, out
+    assert "HOST-HIDDEN" in out, out
+    assert "1000" in out.split()[-1], out
+    procs = int([w for w in out.split() if w.isdigit()][0])
+    assert procs < 20, out
