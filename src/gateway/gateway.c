@@ -281,8 +281,9 @@ static void sse_event(struct gw_fwd *f)
     const char *d = f->data.data;
     size_t n = f->data.len;
     /* Only two event types carry usage; skip parsing the text deltas. */
-    if (!n || f->skip_event || (!memmem(d, n, "message_start", 13) &&
-                                !memmem(d, n, "message_delta", 13)))
+    if (!d || !n || f->skip_event ||
+        (!memmem(d, n, "message_start", 13) &&
+         !memmem(d, n, "message_delta", 13)))
         return;
     struct json_doc *doc;
     if (json_parse(d, n, &json_default_limits, &doc, NULL) != 0)

@@ -29,6 +29,7 @@ def pipe(request, cluster, logdir, model):
         "CORRAL_MODEL_UPSTREAM_URL": model.base,
         "CORRAL_MODEL_API_KEY": "sk-test-upstream-key",
         "CORRAL_CLI_PATH": cli_path(),
+        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
         "CORRAL_CLI_MAX_RETRIES": "0",
         "CORRAL_ACCESS_TOKEN_TTL": "3600",
         "CORRAL_SSE_HEARTBEAT_S": "1",
