@@ -33,6 +33,7 @@
 
 #include "corral/buf.h"
 #include "corral/config.h"
+#include "corral/crypto.h"
 #include "corral/httpc.h"
 #include "corral/json.h"
 #include "corral/log.h"
@@ -1197,7 +1198,7 @@ void gateway_close(struct gateway *g)
     reap_dead(g);
     event_free(g->reap);
     if (g->key_header) {
-        explicit_bzero(g->key_header, strlen(g->key_header));
+        crypto_zero(g->key_header, strlen(g->key_header));
         free(g->key_header);
     }
     free(g->upstream);

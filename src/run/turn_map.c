@@ -362,11 +362,28 @@ static void copy_member(struct json_w *w, const struct json_doc *d, int obj,
     json_w_raw(w, raw, len);
 }
 
+/* The system lines worth a durable event: the CLI also sends status and
+ * token-estimate lines with every request, which would flood the log. */
+static bool system_shown(const struct json_doc *d, const char *subtype)
+{
+    static const char *const shown[] = {
+        "init", "api_retry", "compact_boundary", "informational",
+        "permission_denied", "task_started", "task_notification",
+    };
+    for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
+        if (strcmp(subtype, shown[i]) == 0)
+            return true;
+    return strcmp(subtype, "status") == 0 &&
+           str_is(d, 0, "status", "compacting");
+}
+
 static void on_system(struct turn_map *t, const struct json_doc *d,
                       turn_emit_fn emit, void *arg, struct turn_line *out)
 {
     char subtype[40] = "";
     copy_str(d, json_get(d, 0, "subtype"), subtype, sizeof(subtype));
+    if (!system_shown(d, subtype))
+        return;
     struct buf data;
     struct json_w w;
     buf_init(&data);

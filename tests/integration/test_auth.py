@@ -1,8 +1,10 @@
 """Accounts and sessions (API.md "Auth"): register, login, refresh with
 rotation and reuse detection, logout, password change, me."""
 
+import base64
 import concurrent.futures
 import datetime
+import json
 
 import pytest
 
@@ -420,3 +422,21 @@ def test_expired_refresh_token(server):
     assert server.db.scalar("SELECT count(*) FROM refresh_tokens WHERE"
                             " user_id = %s AND revoked_at IS NOT NULL",
                             (user.id,)) == 0
+
+
+def test_token_lifetimes_follow_config(make_server):
+    srv = make_server(env={"CORRAL_ACCESS_TOKEN_TTL": "10",
+                           "CORRAL_REFRESH_TOKEN_TTL": "120"})
+    user = register(srv)
+    assert user.body["expires_in"] == 10
+    payload = user.access.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(
+        payload + "=" * (-len(payload) % 4)))
+    assert claims["exp"] - claims["iat"] == 10
+    lifetime = srv.db.scalar(
+        "SELECT extract(epoch FROM expires_at - created_at)"
+        " FROM refresh_tokens WHERE user_id = %s", (user.id,))
+    assert abs(float(lifetime) - 120) < 5
+    refreshed = srv.post("/auth/refresh",
+                         json={"refresh_token": user.refresh}).json()
+    assert refreshed["expires_in"] == 10

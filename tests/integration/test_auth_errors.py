@@ -250,10 +250,10 @@ def test_json_max_depth_setting(make_server):
 
 def test_valid_unicode_is_accepted(server):
     email = unique_email("uni")
+    doc = {"email": email, "password": "pässwörd-✓",
+           "display_name": "Zoë \u00e9\U0001F600"}
     r = server.post("/auth/register",
-                    data=json.dumps({"email": email, "password": "pässwörd-✓",
-                                     "display_name": "Zoë \u00e9\U0001F600"},
-                                    ensure_ascii=False).encode(),
+                    data=json.dumps(doc, ensure_ascii=False).encode(),
                     headers=JSON_CT)
     assert r.status_code == 201, r.text
     assert r.json()["user"]["display_name"] == "Zoë \u00e9\U0001F600"

@@ -290,3 +290,24 @@ def test_huge_header_refused(server):
         status = data.split(b"\r\n", 1)[0]
         assert not re.match(rb"HTTP/1\.[01] 2", status), data[:200]
     assert requests.get(server.url("/healthz"), timeout=5).status_code == 200
+
+
+def test_pool_size_in_metrics(make_server):
+    srv = make_server(env={"CORRAL_PG_POOL_SIZE": "2"})
+    text = requests.get(srv.url("/metrics"), timeout=10).text
+    assert _metric_value(text, "corral_pg_pool_size") == 2
+
+
+def test_keepalive_timeout_closes_idle_connections(make_server):
+    srv = make_server(env={"CORRAL_KEEPALIVE_TIMEOUT_MS": "500"})
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(5)
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first
+        t0 = time.monotonic()
+        rest = _read_until_closed(s, 5)
+        idle = time.monotonic() - t0
+    print(f"idle keep-alive connection closed after {idle:.2f} s")
+    assert not rest.startswith(b"HTTP/1.1 2"), rest[:100]
+    assert 0.3 <= idle <= 1.5, idle

@@ -88,7 +88,7 @@ def test_graceful_shutdown_finishes_inflight_login(make_server):
     assert refused_at - t_sig < 1.0
     assert refused_at < result["done"], \
         "new connections must be refused while the login is still running"
-    rc = srv.wait(timeout=12)
+    srv.wait(timeout=12)
     exited = time.monotonic()
     print(f"refused after {refused_at - t_sig:.2f} s, login done after "
           f"{result['done'] - t_sig:.2f} s, exit after {exited - t_sig:.2f} s")

@@ -2,6 +2,7 @@
 sandbox, talking to the scripted model through corral's gateway, streamed
 over SSE. Every test runs against both event buses (memory and Redis)."""
 
+import hashlib
 import os
 import threading
 import time
@@ -85,9 +86,12 @@ def test_text_reply_streams_deltas(pipe, model, user):
     assert reply["content"][-1]["text"] == "Hello there, friend."
     assert reply["usage"][0]["input_tokens"] == 11
     # The upstream got the server's key, never the sandbox's placeholder.
-    seen_keys = [r.get("api_key_sha256") or r.get("x_api_key_sha256")
-                 for r in model.requests()]
-    assert seen_keys
+    want = hashlib.sha256(b"sk-test-upstream-key").hexdigest()[:16]
+    reqs = [r for r in model.requests() if r["path"].startswith("/v1/")]
+    assert reqs
+    for rec in reqs:
+        assert rec["auth"]["x-api-key"]["sha256_prefix"] == want, rec["auth"]
+        assert "authorization" not in rec["auth"]
 
 
 def test_bash_tool_writes_file(pipe, model, user):
