@@ -12,6 +12,9 @@
  * is observed with a pidfd. Each callback of a process fires on the loop,
  * never from inside the call that caused it.
  *
+ * Inside, / is read-only (bwrap's root remounted after the binds), /tmp a
+ * private tmpfs, /usr and /etc the host's read-only.
+ *
  * Host layout (local): <data_dir>/sandboxes/<chat_id>/{workspace,home,run},
  * each mode 0700 and owned by the service uid. The provider refuses to
  * open or spawn while the effective uid is 0 (DESIGN.md §6: as host root
@@ -95,6 +98,13 @@ struct sandbox_provider {
 
 extern const struct sandbox_provider sandbox_local;
 
+/* For shutdown, after every sandbox was closed and before the event_base
+ * is freed: runs srv->base until each process of this provider has been
+ * reaped and got its on_exit (killed bwrap goes in a few ms), or ms pass.
+ * Other events on the base run meanwhile. Returns how many are still
+ * pending (0: nothing of the sandboxes is left to free). */
+int sandbox_local_drain(struct server *srv, int ms);
+
 /* Host paths of the sandbox's trees (valid while the sandbox is open). */
 const char *sandbox_workspace_dir(const struct sandbox *sb);
 const char *sandbox_home_dir(const struct sandbox *sb);
@@ -113,7 +123,9 @@ int sandbox_proc_write(struct sandbox_proc *p, const void *data, size_t len);
 /* Closes stdin once the queue drained; later writes fail. */
 void sandbox_proc_close_stdin(struct sandbox_proc *p);
 /* SIGKILL to the sandbox's pid 1 (every process in it dies) and to bwrap.
- * on_exit still fires, once, normally with WIFSIGNALED / SIGKILL. */
+ * Right after spawn it waits (a few ms) until bwrap has reported that pid:
+ * bwrap killed alone could leave the sandbox running. on_exit still fires,
+ * once, normally with WIFSIGNALED / SIGKILL. */
 void sandbox_proc_kill(struct sandbox_proc *p);
 /* The host pid of the process corral spawned (bwrap), for logs. */
 int sandbox_proc_pid(const struct sandbox_proc *p);

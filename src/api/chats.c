@@ -95,7 +95,7 @@ static void write_chat(struct req *r, struct json_w *w, const PGresult *res,
     const char *id = pg_val(res, row, CHAT_ID);
     const char *status = pg_val(res, row, CHAT_STATUS);
     const char *sandbox = pg_val(res, row, CHAT_SANDBOX_STATE);
-    struct chat_live live;
+    struct chat_live live = {0};
     /* A chat this process runs: its runtime knows better than the rows. */
     if (r->srv->chats && chats_live(r->srv->chats, id, &live)) {
         if (live.status)

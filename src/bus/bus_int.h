@@ -64,6 +64,8 @@ struct bus_chat {
     enum bus_load load;
     int64_t last_alloc;         /* highest seq handed to a batch */
     int64_t committed;          /* highest committed seq */
+    int64_t emitted;            /* highest durable seq completed in order
+                                   (bus_last_seq; redis: ephemeral ids) */
     /* publish queue, completed strictly in order */
     struct bus_pub *qhead, **qtail;
     int nwait;                  /* durable pubs WAITING */
@@ -79,9 +81,10 @@ struct bus_chat {
     enum bus_watch watch;
     uint32_t watch_gen;
     int64_t live_seq;           /* highest durable seq fed live */
+    bool live_init;             /* memory: live_seq set at the first load */
     /* memory: ring of recent durable events, contiguous seqs */
     struct bus_event **ring;
-    int ring_head, ring_n;
+    int ring_head, ring_n, ring_cap;
     size_t ring_bytes;
     /* redis: stream position and the watch init */
     uint64_t pos_ms, pos_sq;    /* last entry id read */

@@ -57,11 +57,12 @@
 #define LOCAL_INIT_NAME "corral-sandbox-init"
 #define LOCAL_INIT_TARGET "/run/corral-init" /* the init, inside */
 #define LOCAL_RUN_TARGET "/run/corral"       /* the run dir, inside */
-#define LOCAL_INFO_FD 3                      /* --info-fd in bwrap */
+#define LOCAL_INFO_FD "3" /* --info-fd: the plan maps the info pipe to 3 */
 #define LOCAL_INFO_MAX 512                   /* bwrap's info JSON */
 #define LOCAL_READ_CHUNK 65536
 #define LOCAL_READS_PER_EVENT 4 /* then yield to other events */
 #define LOCAL_MAX_FDS 4          /* fds a plan maps to 0..n-1 */
+#define LOCAL_KILL_WAIT_MS 2000  /* for child-pid, before killing bwrap only */
 
 /* Targets a ro_bind must not replace or cover: the sandbox's own mounts
  * (the trees, and the two whose contents bwrap makes up). Paths beneath
@@ -81,8 +82,8 @@ struct sandbox {
     struct server *srv;
     char chat_id[UUID_STR_LEN + 1];
     char *data_real; /* realpath of data_dir */
-    char *base;      /* <data_real>/sandboxes */
-    char *root;      /* <base>/<chat_id> */
+    char *boxes;     /* <data_real>/sandboxes */
+    char *root;      /* <boxes>/<chat_id> */
     char *workspace, *home, *run, *gw_sock;
     char *init_path; /* host path of corral-sandbox-init */
     const char *bwrap_path;
@@ -99,7 +100,6 @@ struct local_tomb {
 
 struct sandbox_proc {
     struct sandbox *sb;       /* NULL once detached */
-    struct event_base *base;
     struct sandbox_proc *prev, *next; /* on sb->procs */
     struct sandbox_proc_cbs cbs;
     void *arg;
@@ -109,6 +109,7 @@ struct sandbox_proc {
     int child_pidfd;          /* of child_pid; -1 until known */
     int in_fd, out_fd, err_fd, info_fd; /* -1 when closed */
     struct event ev_in, ev_out, ev_err, ev_info, ev_exit, ev_defer;
+    struct event ev_kill;     /* a kill waiting for child-pid */
     struct evbuffer *inq;     /* stdin bytes not yet written */
     char info[LOCAL_INFO_MAX];
     size_t info_len;
@@ -118,6 +119,7 @@ struct sandbox_proc {
     bool stdin_closing;       /* close once inq drained */
     bool out_eof, err_eof, reaped;
     bool detached;            /* the sandbox was closed */
+    bool kill_wanted;         /* sandbox_proc_kill before child-pid */
     bool exit_fired;
     struct local_tomb *tomb;  /* destroy waits for this process */
 };
@@ -275,7 +277,7 @@ static void local_argv_base(struct local_argv *a, const char *bwrap)
     static const char *const fixed[] = {
         "--unshare-all", "--unshare-user", "--disable-userns",
         "--uid", "1000", "--gid", "1000",
-        "--die-with-parent", "--new-session", "--info-fd", "3",
+        "--die-with-parent", "--new-session", "--info-fd", LOCAL_INFO_FD,
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/lib", "/lib",
         "--symlink", "usr/lib64", "/lib64",
@@ -325,6 +327,9 @@ static void local_build_argv(const struct sandbox *sb,
         "--chdir", SANDBOX_WORKSPACE,
         "--bind", sb->home, SANDBOX_HOME,
         "--ro-bind", sb->run, LOCAL_RUN_TARGET,
+        /* Last of the mounts: bwrap's root is a writable tmpfs, and
+         * nothing outside /workspace, /home/user and /tmp may be. */
+        "--remount-ro", "/",
     };
     for (size_t i = 0; i < ARRAY_SIZE(binds); i++)
         local_push(a, binds[i]);
@@ -391,7 +396,7 @@ static const char *local_check_bind(const struct sandbox *sb, const char *p)
     const char *err = NULL;
     if (local_under(sb->data_real, real))
         err = "ro_binds: would expose data_dir";
-    else if (local_under(real, sb->base))
+    else if (local_under(real, sb->boxes))
         err = "ro_binds: inside the sandboxes directory";
     free(real);
     return err;
@@ -454,6 +459,7 @@ static void local_proc_free(struct sandbox_proc *p)
     if (p->child_pidfd >= 0)
         close(p->child_pidfd);
     event_del(&p->ev_defer);
+    event_del(&p->ev_kill);
     evbuffer_free(p->inq);
     if (p->tomb)
         local_tomb_release(p->tomb);
@@ -513,6 +519,26 @@ static void local_on_output(evutil_socket_t fd, short what, void *arg)
     local_settle(p);
 }
 
+/* pid 1 of the sandbox first: the kernel then kills every process in its
+ * pid namespace. bwrap too, so that its status says "killed". */
+static void local_kill_now(struct sandbox_proc *p)
+{
+    event_del(&p->ev_kill);
+    if (p->reaped)
+        return;
+    if (p->child_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, p->child_pidfd, SIGKILL, NULL, 0);
+    kill(p->pid, SIGKILL); /* unreaped child of ours: pid cannot be reused */
+}
+
+static void local_on_kill_wait(evutil_socket_t fd, short what, void *arg)
+{
+    struct sandbox_proc *p = arg;
+    log_warn("sandbox: bwrap pid %d did not report its child; killing it "
+             "alone", (int)p->pid);
+    local_kill_now(p);
+}
+
 /* bwrap writes {"child-pid": N, ...} on --info-fd and closes it. The
  * text is bwrap's own fixed output, so a scan for the one member is
  * enough. A pidfd taken at once makes the later SIGKILL safe against pid
@@ -531,6 +557,9 @@ static void local_info_parse(struct sandbox_proc *p)
         return;
     p->child_pid = (pid_t)pid;
     p->child_pidfd = local_pidfd_open(p->child_pid);
+    log_debug("sandbox: bwrap pid %d runs the sandbox as pid %d%s",
+              (int)p->pid, (int)p->child_pid,
+              p->child_pidfd < 0 ? " (no pidfd)" : "");
 }
 
 static void local_on_info(evutil_socket_t fd, short what, void *arg)
@@ -545,8 +574,11 @@ static void local_on_info(evutil_socket_t fd, short what, void *arg)
         if (p->child_pid == 0)
             local_info_parse(p);
     }
-    if (n <= 0 || p->info_len == sizeof(p->info) - 1 || p->child_pid)
+    if (n <= 0 || p->info_len == sizeof(p->info) - 1 || p->child_pid) {
         local_close_fd(&p->info_fd, &p->ev_info);
+        if (p->kill_wanted)
+            local_kill_now(p); /* with the child, or bwrap that failed */
+    }
 }
 
 static void local_on_reap(evutil_socket_t fd, short what, void *arg)
@@ -586,7 +618,7 @@ static void local_stdin_done(struct sandbox_proc *p)
 }
 
 /* Writes what the pipe takes; arms EV_WRITE for the rest. -1 when the
- * process closed its stdin. */
+ * process closed its stdin (EPIPE: corrald ignores SIGPIPE, main.c). */
 static int local_flush(struct sandbox_proc *p)
 {
     while (evbuffer_get_length(p->inq) > 0) {
@@ -670,7 +702,6 @@ static struct sandbox_proc *local_proc_new(struct sandbox *sb, pid_t pid,
 {
     struct sandbox_proc *p = xcalloc(1, sizeof(*p));
     struct event_base *base = sb->srv->base;
-    p->base = base;
     p->pid = pid;
     p->pidfd = pidfd;
     p->child_pidfd = -1;
@@ -692,6 +723,7 @@ static struct sandbox_proc *local_proc_new(struct sandbox *sb, pid_t pid,
     event_assign(&p->ev_exit, base, pidfd, EV_READ | EV_PERSIST,
                  local_on_reap, p);
     event_assign(&p->ev_defer, base, -1, 0, local_on_defer, p);
+    evtimer_assign(&p->ev_kill, base, local_on_kill_wait, p);
     event_add(&p->ev_out, NULL);
     event_add(&p->ev_err, NULL);
     event_add(&p->ev_info, NULL);
@@ -808,14 +840,21 @@ void sandbox_proc_close_stdin(struct sandbox_proc *p)
 
 void sandbox_proc_kill(struct sandbox_proc *p)
 {
-    if (p->reaped)
+    if (p->reaped || p->kill_wanted)
         return;
-    /* pid 1 of the sandbox first: the kernel then kills every process in
-     * its pid namespace. bwrap too, so that its status says "killed" and
-     * --die-with-parent covers the case where child-pid is not known. */
-    if (p->child_pidfd >= 0)
-        syscall(SYS_pidfd_send_signal, p->child_pidfd, SIGKILL, NULL, 0);
-    kill(p->pid, SIGKILL); /* unreaped child of ours: pid cannot be reused */
+    p->kill_wanted = true;
+    /* Until bwrap reported the sandbox's pid 1, killing bwrap alone is not
+     * enough: the new child sets its parent-death signal itself, after the
+     * clone, so a bwrap killed in between leaves an orphaned sandbox. The
+     * info arrives within milliseconds of the spawn; the timer only covers
+     * a bwrap that never writes it. */
+    if (p->child_pid == 0 && p->info_fd >= 0) {
+        struct timeval tv = {LOCAL_KILL_WAIT_MS / 1000,
+                             (LOCAL_KILL_WAIT_MS % 1000) * 1000};
+        evtimer_add(&p->ev_kill, &tv);
+        return;
+    }
+    local_kill_now(p);
 }
 
 int sandbox_proc_pid(const struct sandbox_proc *p)
@@ -868,13 +907,13 @@ static const char *local_make_dirs(struct sandbox *sb)
         log_error("sandbox: data_dir %s: %s", data, strerror(errno));
         return "sandbox: data_dir is not usable";
     }
-    sb->base = local_fmt("%s/sandboxes", sb->data_real);
-    sb->root = local_fmt("%s/%s", sb->base, sb->chat_id);
+    sb->boxes = local_fmt("%s/sandboxes", sb->data_real);
+    sb->root = local_fmt("%s/%s", sb->boxes, sb->chat_id);
     sb->workspace = local_fmt("%s/workspace", sb->root);
     sb->home = local_fmt("%s/home", sb->root);
     sb->run = local_fmt("%s/run", sb->root);
     sb->gw_sock = local_fmt("%s/gw.sock", sb->run);
-    const char *dirs[] = {sb->base, sb->root, sb->workspace, sb->home,
+    const char *dirs[] = {sb->boxes, sb->root, sb->workspace, sb->home,
                           sb->run};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
         if (local_mkdir_owned(dirs[i]) < 0)
@@ -936,7 +975,7 @@ static const char *local_find_tools(struct sandbox *sb)
 static void local_free(struct sandbox *sb)
 {
     free(sb->data_real);
-    free(sb->base);
+    free(sb->boxes);
     free(sb->root);
     free(sb->workspace);
     free(sb->home);
@@ -994,11 +1033,10 @@ static void local_detach(struct sandbox_proc *p, struct local_tomb *tomb)
         p->tomb = tomb;
         tomb->live++;
     }
-    sandbox_proc_kill(p);
+    sandbox_proc_kill(p); /* keeps the info pipe while it waits on it */
     local_stdin_done(p);
     local_close_fd(&p->out_fd, &p->ev_out);
     local_close_fd(&p->err_fd, &p->ev_err);
-    local_close_fd(&p->info_fd, &p->ev_info);
     p->out_eof = p->err_eof = true;
     event_active(&p->ev_defer, 0, 0); /* on_exit never from inside close */
 }
@@ -1082,7 +1120,7 @@ static void local_tomb_release(struct local_tomb *t)
  * while the old tree is being removed; the path to remove, or NULL. */
 static char *local_trash(const struct sandbox *sb)
 {
-    char *trash = local_fmt("%s/.trash-%s-%llu", sb->base, sb->chat_id,
+    char *trash = local_fmt("%s/.trash-%s-%llu", sb->boxes, sb->chat_id,
                             (unsigned long long)server_mono_us());
     if (rename(sb->root, trash) == 0)
         return trash;
@@ -1101,6 +1139,49 @@ static void local_destroy(struct sandbox *sb)
     t->live = 1; /* ours, so that no process completes it during close */
     local_close_with(sb, t);
     local_tomb_release(t);
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+/* The processes still to finish are found through their events, so that
+ * no registry (a mutable global) is needed: a live process has its pidfd
+ * event, its output events or its deferred settle on the base. */
+static int local_count_event(const struct event_base *base,
+                             const struct event *ev, void *arg)
+{
+    event_callback_fn cb = event_get_callback(ev);
+    if (cb == local_on_reap || cb == local_on_output || cb == local_on_defer)
+        ++*(int *)arg;
+    return 0;
+}
+
+static int local_pending(struct event_base *base)
+{
+    int n = 0;
+    event_base_foreach_event(base, local_count_event, &n);
+    return n;
+}
+
+static void local_on_drain_deadline(evutil_socket_t fd, short what,
+                                    void *arg)
+{
+    *(bool *)arg = true;
+}
+
+int sandbox_local_drain(struct server *srv, int ms)
+{
+    bool expired = false;
+    struct event deadline;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_assign(&deadline, srv->base, local_on_drain_deadline, &expired);
+    evtimer_add(&deadline, &tv);
+    int n;
+    while ((n = local_pending(srv->base)) > 0 && !expired)
+        event_base_loop(srv->base, EVLOOP_ONCE);
+    event_del(&deadline);
+    if (n > 0)
+        log_warn("sandbox: %d process events still pending at shutdown", n);
+    return n;
 }
 
 const struct sandbox_provider sandbox_local = {

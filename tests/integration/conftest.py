@@ -10,9 +10,14 @@ from the environment that tools/test exports:
                            cluster, as a superuser
   CORRAL_TEST_REDIS_URL    a Redis for the tests that use one
   CORRAL_TEST_PGDATA, CORRAL_TEST_PG_BIN, CORRAL_TEST_PG_PORT
-                           the test cluster itself (test_pg_restart.py)
+                           the test cluster itself (test_pg_restart.py;
+                           CORRAL_TEST_PG_LOG, when set, is its log file)
   CORRAL_TEST_SERVICE_USER the unprivileged user corrald and PostgreSQL run
                            as when the suite runs as root
+  TMPDIR                   where data dirs and logs go (tools/test points
+                           it at a directory the service user can reach)
+  ASAN_OPTIONS, UBSAN_OPTIONS
+                           kept as given; defaults keep reports in stderr
 
 A missing variable is a test failure, never a skip.
 

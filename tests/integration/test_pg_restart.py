@@ -87,9 +87,12 @@ class PgCtl:
         assert rc == 0, f"pg_ctl stop failed:\n{self.output()}"
 
     def start(self):
+        # The cluster's own log (CORRAL_TEST_PG_LOG) when tools/test names
+        # it, else one of ours.
+        log = (os.environ.get("CORRAL_TEST_PG_LOG") or
+               os.path.join(self.workdir, "postgres.log"))
         return self._run("start", "-D", self.pgdata, "-w", "-t", "60",
-                         "-l", os.path.join(self.workdir, "postgres.log"),
-                         "-o", self.opts)
+                         "-l", log, "-o", self.opts)
 
     def cleanup(self):
         shutil.rmtree(self.workdir, ignore_errors=True)

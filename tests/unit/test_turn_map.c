@@ -179,11 +179,14 @@ static void test_truncation(void **state)
 {
     (void)state;
     size_t n = TURN_MAP_EVENT_CAP + 1000;
-    char *line = malloc(n + 200);
-    int off = sprintf(line, "{\"type\":\"assistant\",\"message\":{\"id\":"
-                            "\"m\",\"content\":[{\"type\":\"text\",\"text\":\"");
-    memset(line + off, 'a', n);
-    strcpy(line + off + n, "\"}]}}");
+    struct buf lb;
+    buf_init(&lb);
+    buf_puts(&lb, "{\"type\":\"assistant\",\"message\":{\"id\":\"m\","
+                  "\"content\":[{\"type\":\"text\",\"text\":\"");
+    for (size_t i = 0; i < n; i++)
+        buf_putc(&lb, 'a');
+    buf_puts(&lb, "\"}]}}");
+    char *line = buf_steal(&lb, NULL);
     struct turn_map t;
     struct turn_line out;
     struct json_doc *d;

@@ -1,0 +1,525 @@
+/* redis.c: the bus over Redis Streams (DESIGN.md §4), one stream per chat
+ * at corral:events:<chat id>.
+ *
+ * Writing: an event completed in its chat's order is XADDed on the
+ * command connection (srv->redis) with MAXLEN ~ bus_stream_maxlen: a
+ * durable one with the explicit id <seq>-0, an ephemeral one with
+ * <last seq>-* (Redis picks the sequence part, so ids stay increasing and
+ * a later owner never collides). bus_end_chat adds a marker entry (field
+ * x=end) so other instances end their subscribers too.
+ *
+ * Reading: ONE XREAD BLOCK on a dedicated connection (no command timeout)
+ * over the streams of the chats that have local subscribers, whatever
+ * their number: each chat is read once and fanned out locally (bus.c).
+ * BLOCK is short (1 s), and a chat joining the set ends the wait at once
+ * with CLIENT UNBLOCK from the command connection. A chat joins after its
+ * position is known: its stream's last id (XREVRANGE) and the chat's
+ * committed seq from the log; live_seq is the larger, so nothing the
+ * subscribers were told precedes `ready` is delivered again.
+ *
+ * Replay: XRANGE from <pos+1>-0 while the stream still holds the range
+ * contiguously (ephemeral entries are skipped), else the log. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "bus_int.h"
+#include "corral/config.h"
+#include "corral/log.h"
+#include "corral/mem.h"
+#include "corral/redis.h"
+#include "corral/server.h"
+
+#define RD_PREFIX "corral:events:"
+#define RD_KEY_MAX (sizeof(RD_PREFIX) + BUS_CHAT_ID_LEN)
+#define RD_BLOCK_MS "1000"
+#define RD_COUNT "500"
+#define RD_RETRY_MS 250
+#define RD_ID_MAX 48
+
+struct rd_state {
+    struct redis *rd;          /* the XREAD connection */
+    bool reading, unblock_sent;
+    bool id_known;             /* client_id is the reader's CLIENT ID */
+    long long client_id;
+    uint64_t id_reconnects;    /* reconnect count when it was fetched */
+    struct event retry;
+    struct bus_chat *head, *tail; /* READY chats: the XREAD's streams */
+    int n;
+};
+
+static void rd_read(struct bus *b);
+
+static void rd_key(char out[RD_KEY_MAX], const char *chat_id)
+{
+    snprintf(out, RD_KEY_MAX, "%s%s", RD_PREFIX, chat_id);
+}
+
+static bool rd_parse_id(const char *s, size_t len, uint64_t *ms,
+                        uint64_t *sq)
+{
+    char tmp[RD_ID_MAX], *end;
+    if (!s || len == 0 || len >= sizeof(tmp))
+        return false;
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    *ms = strtoull(tmp, &end, 10);
+    if (*end != '-')
+        return false;
+    *sq = strtoull(end + 1, &end, 10);
+    return *end == '\0';
+}
+
+/* Field value of an entry's [f1, v1, f2, v2 ...] array, or NULL. */
+static const redisReply *rd_field(const redisReply *fields, const char *name)
+{
+    if (!fields || fields->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    size_t n = strlen(name);
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *f = fields->element[i], *v = fields->element[i + 1];
+        if (f->type == REDIS_REPLY_STRING && f->len == n &&
+            memcmp(f->str, name, n) == 0 && v->type == REDIS_REPLY_STRING)
+            return v;
+    }
+    return NULL;
+}
+
+/* An entry as an event: seq from its id (0 when ephemeral), type and data
+ * from fields t and d. NULL when it is not an event. */
+static struct bus_event *rd_entry_event(const char *chat_id, uint64_t ms,
+                                        uint64_t sq, const redisReply *fields)
+{
+    const redisReply *t = rd_field(fields, "t"), *d = rd_field(fields, "d");
+    char type[BUS_TYPE_MAX + 1];
+    if (!t || !d || t->len == 0 || t->len > BUS_TYPE_MAX)
+        return NULL;
+    for (size_t i = 0; i < t->len; i++) {
+        char ch = t->str[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_'))
+            return NULL; /* never let a stray entry break the framing */
+        type[i] = ch;
+    }
+    type[t->len] = '\0';
+    return bus_event_new(sq == 0 ? (int64_t)ms : 0, chat_id, type, d->str,
+                         d->len);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static void rd_on_xadd(void *arg, redisReply *reply, const char *err)
+{
+    if (err || !reply || reply->type == REDIS_REPLY_ERROR)
+        log_warn("bus: XADD failed: %s", err ? err
+                                             : reply ? reply->str : "?");
+}
+
+static void rd_emit(struct bus *b, struct bus_chat *c, struct bus_pub *p)
+{
+    char key[RD_KEY_MAX], id[RD_ID_MAX], maxlen[24];
+    const char *argv[14];
+    size_t lens[14];
+    int n = 0;
+    rd_key(key, c->id);
+    snprintf(maxlen, sizeof(maxlen), "%d", b->srv->cfg->bus_stream_maxlen);
+    if (p->kind == BUS_PUB_DURABLE)
+        snprintf(id, sizeof(id), "%" PRId64 "-0", p->seq);
+    else /* emitted: the last durable seq XADDed for this chat */
+        snprintf(id, sizeof(id), "%" PRId64 "-*", c->emitted);
+#define ARG(s, l) (argv[n] = (s), lens[n++] = (l))
+    ARG("XADD", 4);
+    ARG(key, strlen(key));
+    ARG("MAXLEN", 6);
+    ARG("~", 1);
+    ARG(maxlen, strlen(maxlen));
+    ARG(id, strlen(id));
+    if (p->kind == BUS_PUB_END) {
+        ARG("x", 1);
+        ARG("end", 3);
+        ARG("c", 1);
+        ARG(p->type, strlen(p->type));
+        ARG("e", 1);
+    } else {
+        ARG("t", 1);
+        ARG(p->type, strlen(p->type));
+        ARG("d", 1);
+    }
+    ARG(p->data.data ? p->data.data : "", p->data.len);
+    if (p->kind == BUS_PUB_DURABLE && p->message_id[0]) {
+        ARG("m", 1);
+        ARG(p->message_id, strlen(p->message_id));
+    }
+#undef ARG
+    redis_command(b->srv->redis, n, argv, lens, rd_on_xadd, NULL);
+}
+
+/* ---- the reader --------------------------------------------------------- */
+
+static void rd_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    rd_read(arg);
+}
+
+static void rd_retry_later(struct bus *b)
+{
+    struct rd_state *st = b->impl_state;
+    struct timeval tv = {0, RD_RETRY_MS * 1000};
+    if (!evtimer_pending(&st->retry, NULL))
+        evtimer_add(&st->retry, &tv);
+}
+
+static void rd_on_client_id(void *arg, redisReply *reply, const char *err)
+{
+    struct bus *b = arg;
+    if (b->freeing || err || !reply || reply->type != REDIS_REPLY_INTEGER)
+        return;
+    struct rd_state *st = b->impl_state;
+    st->client_id = reply->integer;
+    st->id_known = true;
+}
+
+/* Ends the reader's wait so that the next XREAD has the new set. */
+static void rd_unblock(struct bus *b)
+{
+    struct rd_state *st = b->impl_state;
+    char id[24];
+    if (!st->reading || !st->id_known || st->unblock_sent)
+        return;
+    st->unblock_sent = true;
+    snprintf(id, sizeof(id), "%lld", st->client_id);
+    const char *argv[] = {"CLIENT", "UNBLOCK", id};
+    redis_command(b->srv->redis, 3, argv, NULL, NULL, NULL);
+}
+
+static void rd_entry(struct bus *b, struct bus_chat *c, uint64_t ms,
+                     uint64_t sq, const redisReply *fields)
+{
+    const redisReply *x = rd_field(fields, "x");
+    if (x && x->len == 3 && memcmp(x->str, "end", 3) == 0) {
+        const redisReply *code = rd_field(fields, "c");
+        const redisReply *detail = rd_field(fields, "e");
+        char cs[BUS_TYPE_MAX + 1] = "chat_deleted", ds[256] = "";
+        if (code && code->len < sizeof(cs))
+            snprintf(cs, sizeof(cs), "%.*s", (int)code->len, code->str);
+        if (detail)
+            snprintf(ds, sizeof(ds), "%.*s", (int)detail->len, detail->str);
+        bus_chat_end_subs(b, c, cs, ds);
+        return;
+    }
+    /* An ephemeral entry older than the live position precedes what the
+     * subscribers were told came before `ready`. */
+    if (sq != 0 && (int64_t)ms < c->live_seq)
+        return;
+    struct bus_event *ev = rd_entry_event(c->id, ms, sq, fields);
+    if (!ev)
+        return;
+    bus_feed(b, c, ev);
+    bus_event_release(ev);
+}
+
+static void rd_stream(struct bus *b, const redisReply *st)
+{
+    if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
+        st->element[0]->type != REDIS_REPLY_STRING ||
+        st->element[1]->type != REDIS_REPLY_ARRAY)
+        return;
+    const redisReply *key = st->element[0], *entries = st->element[1];
+    size_t plen = strlen(RD_PREFIX);
+    char id[BUS_CHAT_ID_LEN + 1];
+    if (key->len != plen + BUS_CHAT_ID_LEN ||
+        memcmp(key->str, RD_PREFIX, plen) != 0)
+        return;
+    memcpy(id, key->str + plen, BUS_CHAT_ID_LEN);
+    id[BUS_CHAT_ID_LEN] = '\0';
+    struct bus_chat *c = bus_chat_find(b, id);
+    for (size_t i = 0; c && i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        uint64_t ms, sq;
+        if (c->watch != BUS_WATCH_READY)
+            return; /* its subscribers left during a callback */
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            !rd_parse_id(e->element[0]->str, e->element[0]->len, &ms, &sq))
+            continue;
+        /* Entries at or before the position were read already (a reply
+         * that raced a re-watch). */
+        if (ms < c->pos_ms || (ms == c->pos_ms && sq <= c->pos_sq))
+            continue;
+        c->pos_ms = ms;
+        c->pos_sq = sq;
+        rd_entry(b, c, ms, sq, e->element[1]);
+    }
+}
+
+static void rd_on_xread(void *arg, redisReply *reply, const char *err)
+{
+    struct bus *b = arg;
+    struct rd_state *st = b->impl_state;
+    if (b->freeing)
+        return;
+    st->reading = false;
+    if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
+        if (!err && reply)
+            log_warn("bus: XREAD failed: %s", reply->str);
+        rd_retry_later(b);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < reply->elements; i++)
+            rd_stream(b, reply->element[i]);
+    rd_read(b);
+}
+
+static void rd_fetch_client_id(struct rd_state *st, struct bus *b)
+{
+    struct redis_stats rs;
+    redis_get_stats(st->rd, &rs);
+    if (st->id_known && rs.reconnects == st->id_reconnects)
+        return;
+    /* A new connection has a new id; the reply comes before the XREAD's
+     * (same connection, in order). */
+    st->id_known = false;
+    st->id_reconnects = rs.reconnects;
+    const char *argv[] = {"CLIENT", "ID"};
+    redis_command(st->rd, 2, argv, NULL, rd_on_client_id, b);
+}
+
+static void rd_read(struct bus *b)
+{
+    struct rd_state *st = b->impl_state;
+    if (b->freeing || !st->rd || st->reading || st->n == 0)
+        return;
+    if (!redis_connected(st->rd)) {
+        rd_retry_later(b);
+        return;
+    }
+    rd_fetch_client_id(st, b);
+    int argc = 6 + 2 * st->n, k = 6;
+    const char **argv = xmalloc((size_t)argc * sizeof(*argv));
+    char *keys = xmalloc((size_t)st->n * RD_KEY_MAX);
+    char *ids = xmalloc((size_t)st->n * RD_ID_MAX);
+    const char *head[] = {"XREAD", "COUNT", RD_COUNT, "BLOCK", RD_BLOCK_MS,
+                          "STREAMS"};
+    memcpy(argv, head, sizeof(head));
+    int i = 0;
+    for (struct bus_chat *c = st->head; c; c = c->wnext, i++) {
+        char *key = keys + (size_t)i * RD_KEY_MAX;
+        char *id = ids + (size_t)i * RD_ID_MAX;
+        rd_key(key, c->id);
+        snprintf(id, RD_ID_MAX, "%" PRIu64 "-%" PRIu64, c->pos_ms, c->pos_sq);
+        argv[k + i] = key;
+        argv[k + st->n + i] = id;
+    }
+    st->reading = true;
+    st->unblock_sent = false;
+    redis_command(st->rd, argc, argv, NULL, rd_on_xread, b);
+    free(argv);
+    free(keys);
+    free(ids);
+}
+
+/* ---- watching a chat ---------------------------------------------------- */
+
+static void rd_try_ready(struct bus *b, struct bus_chat *c)
+{
+    struct rd_state *st = b->impl_state;
+    if (c->watch != BUS_WATCH_INIT || !c->init_got || c->load != BUS_LOADED)
+        return;
+    c->live_seq = (int64_t)c->pos_ms > c->committed ? (int64_t)c->pos_ms
+                                                    : c->committed;
+    c->watch = BUS_WATCH_READY;
+    c->wnext = NULL;
+    c->wprev = st->tail;
+    if (st->tail)
+        st->tail->wnext = c;
+    else
+        st->head = c;
+    st->tail = c;
+    st->n++;
+    b->stats.upstream++;
+    rd_unblock(b);
+    rd_read(b);
+    bus_watch_ready(b, c);
+}
+
+static void rd_on_xrev(void *arg, redisReply *reply, const char *err)
+{
+    struct bus_op *op = arg;
+    struct bus_chat *c = op->chat;
+    uint32_t gen = op->gen;
+    struct bus *b = bus_op_end(op);
+    free(op);
+    if (!b || c->watch != BUS_WATCH_INIT || c->watch_gen != gen)
+        return;
+    if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
+        log_warn("bus: XREVRANGE of chat %s failed: %s", c->id,
+                 err ? err : reply ? reply->str : "?");
+        bus_chat_end_subs(b, c, "bus_unavailable",
+                          "the event stream could not be read");
+        return;
+    }
+    c->pos_ms = c->pos_sq = 0;
+    if (reply->elements > 0) {
+        const redisReply *e = reply->element[0];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+            e->element[0]->type == REDIS_REPLY_STRING)
+            rd_parse_id(e->element[0]->str, e->element[0]->len, &c->pos_ms,
+                        &c->pos_sq);
+    }
+    c->init_got = true;
+    rd_try_ready(b, c);
+}
+
+static void rd_watch(struct bus *b, struct bus_chat *c)
+{
+    char key[RD_KEY_MAX];
+    c->watch = BUS_WATCH_INIT;
+    c->watch_gen++;
+    c->init_got = false;
+    bus_chat_load(b, c);
+    struct bus_op *op = bus_op_new(b, c);
+    op->gen = c->watch_gen;
+    rd_key(key, c->id);
+    const char *argv[] = {"XREVRANGE", key, "+", "-", "COUNT", "1"};
+    redis_command(b->srv->redis, 6, argv, NULL, rd_on_xrev, op);
+}
+
+static void rd_unwatch(struct bus *b, struct bus_chat *c)
+{
+    struct rd_state *st = b->impl_state;
+    if (c->watch == BUS_WATCH_READY && st) {
+        if (c->wprev)
+            c->wprev->wnext = c->wnext;
+        else
+            st->head = c->wnext;
+        if (c->wnext)
+            c->wnext->wprev = c->wprev;
+        else
+            st->tail = c->wprev;
+        c->wprev = c->wnext = NULL;
+        st->n--;
+        b->stats.upstream--;
+    }
+    c->watch = BUS_WATCH_NONE;
+    c->init_got = false;
+}
+
+static void rd_loaded(struct bus *b, struct bus_chat *c)
+{
+    rd_try_ready(b, c);
+}
+
+/* ---- replay ------------------------------------------------------------- */
+
+/* Delivers the durable entries that continue s->pos without a gap. */
+static int rd_deliver_range(struct bus_sub *s, const redisReply *r)
+{
+    int n = 0;
+    for (size_t i = 0; i < r->elements && !s->dead && !s->held; i++) {
+        const redisReply *e = r->element[i];
+        uint64_t ms, sq;
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            !rd_parse_id(e->element[0]->str, e->element[0]->len, &ms, &sq))
+            continue;
+        if (sq != 0 || (int64_t)ms <= s->pos)
+            continue; /* ephemeral entries are never replayed */
+        if ((int64_t)ms != s->pos + 1)
+            break;    /* trimmed: the log has the rest */
+        struct bus_event *ev = rd_entry_event(s->chat->id, ms, sq,
+                                              e->element[1]);
+        if (!ev)
+            break;
+        bus_sub_deliver(s, ev);
+        bus_event_release(ev);
+        n++;
+    }
+    return n;
+}
+
+static void rd_on_xrange(void *arg, redisReply *reply, const char *err)
+{
+    struct bus_op *op = arg;
+    struct bus_sub *s = op->sub;
+    struct bus *b = bus_op_end(op);
+    free(op);
+    if (!b || !s)
+        return;
+    s->op = NULL;
+    if (s->dead)
+        return;
+    int n = 0;
+    if (!err && reply && reply->type == REDIS_REPLY_ARRAY)
+        n = rd_deliver_range(s, reply);
+    if (n > 0) {
+        b->stats.replay_bus++;
+        bus_sub_run_later(s);
+    } else if (!s->dead) {
+        bus_replay_from_log(b, s);
+    }
+}
+
+static int rd_replay(struct bus *b, struct bus_sub *s, int max)
+{
+    char key[RD_KEY_MAX], start[RD_ID_MAX];
+    rd_key(key, s->chat->id);
+    snprintf(start, sizeof(start), "%" PRId64 "-0", s->pos + 1);
+    struct bus_op *op = bus_op_new(b, NULL);
+    op->sub = s;
+    op->from = s->pos;
+    s->op = op;
+    const char *argv[] = {"XRANGE", key, start, "+", "COUNT", RD_COUNT};
+    redis_command(b->srv->redis, 6, argv, NULL, rd_on_xrange, op);
+    return BUS_REPLAY_ASYNC;
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+static void rd_start(struct bus *b)
+{
+    struct rd_state *st = xcalloc(1, sizeof(*st));
+    const char *err = NULL;
+    b->impl_state = st;
+    evtimer_assign(&st->retry, b->srv->base, rd_on_retry, b);
+    /* No command timeout: XREAD BLOCK waits by design. */
+    struct redis_opts o = {.connect_timeout_ms = 2000,
+                           .command_timeout_ms = 0,
+                           .backoff_min_ms = 100,
+                           .backoff_max_ms = 2000};
+    st->rd = b->srv->cfg->redis_url
+                 ? redis_new(b->srv->base, b->srv->cfg->redis_url, &o, &err)
+                 : NULL;
+    if (!st->rd)
+        log_error("bus: no XREAD connection: %s",
+                  err ? err : "redis_url is not set");
+}
+
+/* First step of bus_free: the XREAD fails at once with "closing" (its
+ * callback sees b->freeing), then the state goes; unwatch calls that
+ * follow while subscriptions end find none. */
+static void rd_stop(struct bus *b)
+{
+    struct rd_state *st = b->impl_state;
+    event_del(&st->retry);
+    redis_free(st->rd);
+    free(st);
+    b->impl_state = NULL;
+}
+
+static void rd_chat_free(struct bus *b, struct bus_chat *c)
+{
+}
+
+const struct bus_impl bus_redis_impl = {
+    .name = "redis",
+    .start = rd_start,
+    .stop = rd_stop,
+    .emit = rd_emit,
+    .watch = rd_watch,
+    .unwatch = rd_unwatch,
+    .loaded = rd_loaded,
+    .replay = rd_replay,
+    .chat_free = rd_chat_free,
+};
