@@ -191,7 +191,10 @@ static void on_drain_check(evutil_socket_t fd, short what, void *arg)
 {
     struct runtime *rt = arg;
     http_server_close_idle(rt->srv->http);
-    if (http_server_inflight(rt->srv->http) == 0) {
+    /* Answered is not yet written: keep-alive is off during shutdown, so
+     * each connection closes once its answer is out. */
+    if (http_server_inflight(rt->srv->http) == 0 &&
+        http_server_connections(rt->srv->http) == 0) {
         log_info("all requests answered; stopping");
         event_base_loopexit(rt->srv->base, NULL);
     }

@@ -1100,6 +1100,45 @@ static void case_sse_client_eof(bool redis)
     fx_close(&f);
 }
 
+/* A disabled user's streams end with `error`; others stay. */
+static void case_sse_end_user(bool redis)
+{
+    struct fx f;
+    struct client mine, other;
+    char chat[ID_LEN + 1], someone[ID_LEN + 1];
+    fx_open(&f, redis, NULL);
+    new_chat(chat);
+    new_id(someone);
+    assert_int_equal(serve(&f, &mine, chat, -1, 0), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv),
+                     0);
+    struct bufferevent *bev = bufferevent_socket_new(f.base, sv[0],
+                                                     BEV_OPT_CLOSE_ON_FREE);
+    memset(&other, 0, sizeof(other));
+    other.fd = sv[1];
+    buf_init(&other.in);
+    assert_int_equal(sse_serve(bus_sse_hub(f.bus), bev, chat, someone, -1),
+                     0);
+    WAIT(&f, client_has(&mine, "event: ready\n") &&
+             client_has(&other, "event: ready\n"), 5000);
+    sse_end_user(bus_sse_hub(f.bus), E.user_id, "user_disabled",
+                 "the account was disabled");
+    WAIT(&f, client_eof(&mine), 2000);
+    assert_non_null(strstr(mine.in.data, "event: error\ndata: {\"code\":"
+                                         "\"user_disabled\""));
+    run_for(f.base, 20);
+    assert_false(client_eof(&other));
+    assert_int_equal(sse_stats_of(&f).conns, 1);
+    assert_int_equal(stats(&f).subscribers, 1);
+    close(mine.fd);
+    close(other.fd);
+    WAIT(&f, sse_stats_of(&f).conns == 0, 2000);
+    buf_deinit(&mine.in);
+    buf_deinit(&other.in);
+    fx_close(&f);
+}
+
 static void tweak_small_cap(struct config *cfg)
 {
     cfg->sse_max_pending_bytes = 65536;
@@ -1195,6 +1234,7 @@ BOTH(db_failure)
 BOTH(upstream_per_chat)
 BOTH(sse_stream)
 BOTH(sse_client_eof)
+BOTH(sse_end_user)
 BOTH(sse_slow_consumer)
 BOTH(sse_large_replay)
 
@@ -1218,6 +1258,7 @@ int main(void)
         BOTH_TESTS(upstream_per_chat),
         BOTH_TESTS(sse_stream),
         BOTH_TESTS(sse_client_eof),
+        BOTH_TESTS(sse_end_user),
         BOTH_TESTS(sse_slow_consumer),
         BOTH_TESTS(sse_large_replay),
     };

@@ -11,7 +11,9 @@
  * read the build tree.
  *
  * Every wait runs the loop under a deadline: a broken sandbox fails its
- * test instead of hanging it. */
+ * test instead of hanging it. For debugging: SANDBOX_TEST_FILTER=name
+ * (a cmocka pattern) runs only matching tests, SANDBOX_TEST_DEBUG=1 logs
+ * at debug level. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -108,18 +110,28 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     *(bool *)arg = true;
 }
 
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
 typedef bool (*pred_fn)(void *arg);
 
-/* Runs the loop until pred(arg) holds or ms pass; returns pred(arg). */
+/* Runs the loop until pred(arg) holds or ms pass; returns pred(arg). A
+ * 10 ms tick re-checks predicates that no event of the loop changes (the
+ * host's process list). */
 static bool run_until(struct event_base *base, pred_fn pred, void *arg,
                       int ms)
 {
     bool expired = false;
     struct event *t = evtimer_new(base, on_deadline, &expired);
+    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tick_tv = {0, 10000};
     evtimer_add(t, &tv);
+    evtimer_add(tick, &tick_tv);
     while (!(pred && pred(arg)) && !expired)
         event_base_loop(base, EVLOOP_ONCE);
+    event_free(tick);
     event_free(t);
     return pred ? pred(arg) : true;
 }
@@ -1283,9 +1295,9 @@ int main(void)
 {
     if (setup_dir() < 0)
         return 1;
-    log_open(NULL, getenv("SBDEBUG") ? LOG_DEBUG : LOG_WARN);
-    if (getenv("SBFILTER"))
-        cmocka_set_test_filter(getenv("SBFILTER"));
+    log_open(NULL, getenv("SANDBOX_TEST_DEBUG") ? LOG_DEBUG : LOG_WARN);
+    if (getenv("SANDBOX_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("SANDBOX_TEST_FILTER"));
     was_root = geteuid() == 0;
     const char *user = getenv("CORRAL_TEST_SERVICE_USER");
     if (was_root && setup_as_root(user && *user ? user : "corral") < 0)
