@@ -30,6 +30,7 @@
 #include "corral/pg.h"
 #include "corral/ratelimit.h"
 #include "corral/redis.h"
+#include "corral/sandbox.h"
 #include "corral/server.h"
 #include "corral/store.h"
 #include "corral_version.h"
@@ -342,8 +343,12 @@ static void server_close(struct server *srv)
      * carry the answers, then HTTP goes. Runs first: their CLIs die and
      * they stop reacting; the bus ends its streams; the pool's cancelled
      * callbacks then find everything still allocated. */
-    if (srv->chats)
+    if (srv->chats) {
         chats_shutdown(srv->chats);
+        /* The killed sandboxes must be reaped to be freed. */
+        if (sandbox_local_drain(srv, 2000) > 0)
+            log_warn("sandbox processes still running at exit");
+    }
     if (srv->bus)
         bus_free(srv->bus);
     hasher_free(srv->hasher);

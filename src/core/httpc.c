@@ -242,37 +242,45 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- deferred work ---- */
 
-static void reap_one(struct httpc *h, struct httpc_req *r, bool *restart)
+/* Does r's deferred work; true when it did some (r may be freed). */
+static bool reap_one(struct httpc *h, struct httpc_req *r)
 {
     if (r->cancelled || r->fail) {
         req_finish(r, r->fail);
-        *restart = true;
-    } else if (r->add_pending) {
+        return true;
+    }
+    if (r->add_pending) {
         r->add_pending = false;
         if (curl_multi_add_handle(h->multi, r->easy) == CURLM_OK)
             r->added = true;
         else
             r->fail = "curl_multi_add_handle failed";
-        *restart = true;
-    } else if (r->resume) {
+        return true;
+    }
+    if (r->resume) {
         r->resume = false;
         r->held = false;
         h->in_curl = true;
         curl_easy_pause(r->easy, CURLPAUSE_CONT); /* may call on_body */
         h->in_curl = false;
-        *restart = true;
+        return true;
     }
+    return false;
 }
 
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct httpc *h = arg;
     enter(h);
-    bool restart = true;
-    while (restart && !h->freeing) {
-        restart = false;
-        for (struct httpc_req *r = h->reqs; r && !restart; r = r->next)
-            reap_one(h, r, &restart);
+    /* Callbacks may change the list: rescan after every piece of work. */
+    bool again = true;
+    while (again && !h->freeing) {
+        again = false;
+        for (struct httpc_req *r = h->reqs; r && !again; ) {
+            struct httpc_req *next = r->next;
+            again = reap_one(h, r);
+            r = next;
+        }
     }
     if (!h->freeing)
         check_info(h);

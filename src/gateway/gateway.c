@@ -603,9 +603,10 @@ static void fwd_on_done(void *arg, const char *err)
         snprintf(msg, sizeof(msg), "upstream request failed: %s", err);
         reply_error(c, 502, "api_error", msg, false);
     } else if (err) {
-        /* Mid-body: closing without the last chunk tells the client that
-         * the answer is incomplete. */
-        conn_close(c, NULL);
+        /* Mid-body: what arrived is flushed, then the close without a
+         * last chunk tells the client that the answer is incomplete. */
+        c->req.keep_alive = false;
+        conn_next(c);
     } else {
         if (f->chunked_out)
             bufferevent_write(c->bev, "0\r\n\r\n", 5);

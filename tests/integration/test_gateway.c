@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -260,6 +261,7 @@ static int up_start(void)
         return -1;
     up_pid = fork();
     if (up_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
         dup2(p[1], 1);
         execl("/usr/bin/python3", "python3", "-c", script, (char *)NULL);
         _exit(127);
@@ -1382,6 +1384,9 @@ static void test_httpc_free_in_flight(void **state)
 
 int main(void)
 {
+    /* CMOCKA_TEST_FILTER=<glob> runs a subset (debugging). */
+    if (getenv("CMOCKA_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("CMOCKA_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_echo),
         cmocka_unit_test(test_no_key),
