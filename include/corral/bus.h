@@ -15,7 +15,13 @@
  * for ONCE on a dedicated XREAD BLOCK connection and fans out locally).
  *
  * Each event is serialized once into an SSE frame shared (refcounted) by
- * every subscriber. */
+ * every subscriber.
+ *
+ * Seq ownership: this process allocates every chat's seq (one box owns all
+ * chats). Several instances publishing to the same chat would collide:
+ * leases (DESIGN.md §10) are out of scope here. A chat's state (seq, the
+ * memory ring) is dropped after a minute without subscribers or publishes
+ * and re-initialised from the log when used again. */
 #ifndef CORRAL_BUS_H
 #define CORRAL_BUS_H
 
@@ -50,17 +56,27 @@ void bus_event_release(struct bus_event *ev);
 
 /* Created at start-up; redis implementation when srv->redis is set. */
 struct bus *bus_new(struct server *srv);
-/* Ends all subscriptions (on_error "shutting_down") and fails pending
- * publishes; flushes nothing further. */
+/* Ends all subscriptions (on_end "shutting_down"; SSE streams get their
+ * closing `error` frame written without blocking) and fails pending
+ * publishes with "shutting_down" (a batch already sent may still commit).
+ * Call before pg_pool_free and redis_free, never from a bus callback. */
 void bus_free(struct bus *b);
 
-/* done fires exactly once: with the event's seq (0 for ephemeral) after it
- * was committed and handed to the fan-out, or with seq -1 and err when it
- * could not be stored (the event is then not delivered). */
+/* done fires exactly once, never from inside bus_publish: with the event's
+ * seq (0 for ephemeral) after it was committed and handed to the fan-out,
+ * or with seq -1 and err when it could not be stored (the event is then not
+ * delivered). err (static): bad_chat_id, bad_message_id, bad_type,
+ * bad_data, invalid_json (refused before anything else), db_error,
+ * db_unavailable, db_timeout, chat_not_found (the chat row is gone),
+ * shutting_down. A failed group commit fails every event in it (all
+ * chats); the seqs are reused, so the log never has gaps. */
 typedef void (*bus_done_cb)(void *arg, int64_t seq, const char *err);
 
 /* Publishes an event of chat_id. data/len: one JSON object (written with
- * json_w). message_id may be NULL. The bytes are copied. */
+ * json_w; a durable one is checked, an ephemeral one is trusted). type:
+ * 1..31 of [a-z0-9_]. message_id may be NULL. The bytes are copied. Events
+ * of one chat complete (done, delivery) in publish order: an ephemeral
+ * event waits for the commit of the durable events published before it. */
 void bus_publish(struct bus *b, const char *chat_id, const char *message_id,
                  const char *type, const char *data, size_t len,
                  bool durable, bus_done_cb done, void *arg);
@@ -77,11 +93,15 @@ struct bus_sub_cbs {
     /* Each event after `after`, in seq order, each exactly once; replayed
      * events first (from the bus or the durable log), then live ones. */
     void (*on_event)(void *arg, struct bus_event *ev);
-    /* Once, between replay and live (API.md `ready`). */
+    /* Once, between replay and live (API.md `ready`): the last durable
+     * seq before the live events (`after` itself when it is beyond the
+     * chat's last seq). A live subscriber that falls behind a gap in the
+     * feed replays it from the log without a second ready. */
     void (*on_ready)(void *arg, int64_t last_event_id);
     /* The subscription ended (code: chat_deleted, user_disabled,
-     * shutting_down, db_unavailable, ...). After it nothing more arrives;
-     * the subscription is already freed. */
+     * shutting_down, db_unavailable: the log could not be read,
+     * bus_unavailable: the redis stream could not be read). After it
+     * nothing more arrives; the subscription is already freed. */
     void (*on_end)(void *arg, const char *code, const char *detail);
 };
 
@@ -101,7 +121,8 @@ void bus_unsubscribe(struct bus_sub *s);
 void bus_sub_hold(struct bus_sub *s, bool hold);
 
 /* Ends every local subscription of the chat with on_end(code, detail)
- * (chat deletion). */
+ * (chat deletion), at once; with redis also those of other instances,
+ * through a marker entry in the chat's stream. */
 void bus_end_chat(struct bus *b, const char *chat_id, const char *code,
                   const char *detail);
 

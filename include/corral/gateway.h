@@ -34,11 +34,11 @@
 struct server;
 struct gateway;
 
-#define GATEWAY_MAX_BODY (32u << 20)           /* the Messages API's cap */
-#define GATEWAY_CONNECT_TIMEOUT_MS 10000L      /* default upstream connect */
-#define GATEWAY_UPSTREAM_TIMEOUT_MS 900000L    /* default whole request */
-#define GATEWAY_IDLE_TIMEOUT_MS 300000         /* keep-alive, partial reads */
-#define GATEWAY_MAX_CONNS 64                   /* per gateway */
+#define GATEWAY_MAX_BODY (32u << 20)        /* the Messages API's cap */
+#define GATEWAY_CONNECT_TIMEOUT_MS 10000L   /* default upstream connect */
+#define GATEWAY_UPSTREAM_TIMEOUT_MS 900000L /* default whole request */
+#define GATEWAY_IDLE_TIMEOUT_MS 300000      /* keep-alive, partial reads */
+#define GATEWAY_MAX_CONNS 64                /* per gateway */
 
 struct gateway_usage {
     uint64_t requests;
@@ -53,10 +53,13 @@ struct gateway_usage {
 struct gateway *gateway_open(struct server *srv, const char *chat_id,
                              const char *sock_path, const char **err);
 /* Stops listening, aborts in-flight forwards (their upstream requests are
- * cancelled), closes the client connections and removes the socket. Not
- * to be called after httpc_free(srv->httpc). */
+ * cancelled; each is logged), closes the client connections and removes
+ * the socket file if it is still ours. Safe before or after
+ * httpc_free(srv->httpc) (after it, in-flight forwards have already
+ * answered 502 or been cut). */
 void gateway_close(struct gateway *g);
-/* Totals since open (for the usage cross-check). Tokens count as they
+/* Totals since open (for the usage cross-check). requests counts every
+ * request forwarded upstream, failed ones included. Tokens count as they
  * arrive (cumulative SSE counts are applied as increments), so an
  * interrupted stream keeps what was metered before the interruption. */
 void gateway_get_usage(const struct gateway *g, struct gateway_usage *out);

@@ -42,12 +42,12 @@ struct httpc_cbs {
 };
 
 struct httpc_req_opts {
-    const char *method;          /* "GET", "POST", ... */
+    const char *method; /* "GET", "POST", ... */
     const char *url;
-    const char *const *headers;  /* NULL-terminated "Name: value" */
-    const void *body;            /* copied */
+    const char *const *headers; /* NULL-terminated "Name: value" */
+    const void *body;           /* copied */
     size_t body_len;
-    long timeout_ms;             /* whole request; 0 = none */
+    long timeout_ms; /* whole request; 0 = none */
     long connect_timeout_ms;
     /* NULL: no Accept-Encoding, the body arrives as sent. "": offer every
      * coding curl supports and decode the body (the response head still

@@ -8,8 +8,8 @@
  * a later owner never collides). bus_end_chat adds a marker entry (field
  * x=end) so other instances end their subscribers too.
  *
- * Reading: ONE XREAD BLOCK on a dedicated connection (no command timeout)
- * over the streams of the chats that have local subscribers, whatever
+ * Reading: ONE XREAD BLOCK on a dedicated connection (its command timeout
+ * well above BLOCK only catches a dead connection) over the streams of the chats that have local subscribers, whatever
  * their number: each chat is read once and fanned out locally (bus.c).
  * BLOCK is short (1 s), and a chat joining the set ends the wait at once
  * with CLIENT UNBLOCK from the command connection. A chat joins after its
@@ -36,12 +36,22 @@
 #define RD_PREFIX "corral:events:"
 #define RD_KEY_MAX (sizeof(RD_PREFIX) + BUS_CHAT_ID_LEN)
 #define RD_BLOCK_MS "1000"
+#define RD_READ_TIMEOUT_MS 6000
 #define RD_COUNT "500"
 #define RD_RETRY_MS 250
 #define RD_ID_MAX 48
 
+/* XADD outcomes, shared with the commands in flight (they may complete
+ * after bus_free, from redis_free of the command connection): one warning
+ * per outage instead of one per event. */
+struct rd_xadd_log {
+    int refs;                  /* the bus + XADDs in flight */
+    uint64_t failed;           /* failures since the last success */
+};
+
 struct rd_state {
     struct redis *rd;          /* the XREAD connection */
+    struct rd_xadd_log *xlog;
     bool reading, unblock_sent;
     bool id_known;             /* client_id is the reader's CLIENT ID */
     long long client_id;
@@ -111,11 +121,28 @@ static struct bus_event *rd_entry_event(const char *chat_id, uint64_t ms,
 
 /* ---- writing ------------------------------------------------------------ */
 
+static void xlog_release(struct rd_xadd_log *x)
+{
+    if (--x->refs == 0)
+        free(x);
+}
+
+/* A failed XADD leaves the event committed in the log but not in the
+ * stream: readers see the gap at the chat's next event and replay it from
+ * the log. */
 static void rd_on_xadd(void *arg, redisReply *reply, const char *err)
 {
-    if (err || !reply || reply->type == REDIS_REPLY_ERROR)
-        log_warn("bus: XADD failed: %s", err ? err
-                                             : reply ? reply->str : "?");
+    struct rd_xadd_log *x = arg;
+    if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
+        if (x->failed++ == 0)
+            log_warn("bus: XADD failed: %s", err ? err
+                                                 : reply ? reply->str : "?");
+    } else if (x->failed) {
+        log_info("bus: XADD works again after %" PRIu64 " failures",
+                 x->failed);
+        x->failed = 0;
+    }
+    xlog_release(x);
 }
 
 static void rd_emit(struct bus *b, struct bus_chat *c, struct bus_pub *p)
@@ -154,7 +181,9 @@ static void rd_emit(struct bus *b, struct bus_chat *c, struct bus_pub *p)
         ARG(p->message_id, strlen(p->message_id));
     }
 #undef ARG
-    redis_command(b->srv->redis, n, argv, lens, rd_on_xadd, NULL);
+    struct rd_state *st = b->impl_state;
+    st->xlog->refs++;
+    redis_command(b->srv->redis, n, argv, lens, rd_on_xadd, st->xlog);
 }
 
 /* ---- the reader --------------------------------------------------------- */
@@ -482,10 +511,13 @@ static void rd_start(struct bus *b)
     struct rd_state *st = xcalloc(1, sizeof(*st));
     const char *err = NULL;
     b->impl_state = st;
+    st->xlog = xcalloc(1, sizeof(*st->xlog));
+    st->xlog->refs = 1;
     evtimer_assign(&st->retry, b->srv->base, rd_on_retry, b);
-    /* No command timeout: XREAD BLOCK waits by design. */
+    /* XREAD BLOCK answers within RD_BLOCK_MS: a reply much later means a
+     * dead connection (no RST), which the timeout replaces. */
     struct redis_opts o = {.connect_timeout_ms = 2000,
-                           .command_timeout_ms = 0,
+                           .command_timeout_ms = RD_READ_TIMEOUT_MS,
                            .backoff_min_ms = 100,
                            .backoff_max_ms = 2000};
     st->rd = b->srv->cfg->redis_url
@@ -504,6 +536,7 @@ static void rd_stop(struct bus *b)
     struct rd_state *st = b->impl_state;
     event_del(&st->retry);
     redis_free(st->rd);
+    xlog_release(st->xlog);
     free(st);
     b->impl_state = NULL;
 }

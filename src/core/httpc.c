@@ -54,16 +54,16 @@ struct httpc_req {
     struct curl_slist *hdrs;
     struct httpc_cbs cbs;
     void *arg;
-    struct buf head;      /* header lines of the current block */
-    int status;           /* status of the current block */
-    const char *fail;     /* static: set-up failure, reported by reap */
-    bool added;           /* in the multi handle */
-    bool add_pending;     /* to add from reap (created inside curl) */
-    bool head_done;       /* on_head fired */
+    struct buf head;  /* header lines of the current block */
+    int status;       /* status of the current block */
+    const char *fail; /* static: set-up failure, reported by reap */
+    bool added;       /* in the multi handle */
+    bool add_pending; /* to add from reap (created inside curl) */
+    bool head_done;   /* on_head fired */
     bool cancelled;
-    bool pause;           /* the user wants no on_body now */
-    bool held;            /* we returned CURL_WRITEFUNC_PAUSE */
-    bool resume;          /* curl_easy_pause(CONT) pending in reap */
+    bool pause;  /* the user wants no on_body now */
+    bool held;   /* we returned CURL_WRITEFUNC_PAUSE */
+    bool resume; /* curl_easy_pause(CONT) pending in reap */
     struct httpc_req *prev, *next;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -218,8 +218,7 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp,
     } else {
         event_free(s->ev);
     }
-    short kind = EV_PERSIST |
-                 ((what & CURL_POLL_IN) ? EV_READ : 0) |
+    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
                  ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
     s->ev = event_new(h->base, fd, kind, on_sock_event, h);
     event_add(s->ev, NULL);
@@ -276,7 +275,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     bool again = true;
     while (again && !h->freeing) {
         again = false;
-        for (struct httpc_req *r = h->reqs; r && !again; ) {
+        for (struct httpc_req *r = h->reqs; r && !again;) {
             struct httpc_req *next = r->next;
             again = reap_one(h, r);
             r = next;
@@ -372,8 +371,8 @@ static void build_headers(struct httpc_req *r, const struct httpc_req_opts *o)
 {
     /* "Name:" with no value stops curl from adding its own default, so
      * the caller's headers are the ones sent. */
-    static const char *const defaults[] = {"Accept:", "Expect:",
-                                           "Content-Type:"};
+    static const char *const defaults[] = {
+        "Accept:", "Expect:", "Content-Type:"};
     for (const char *const *p = o->headers; p && *p; p++)
         slist_add(&r->hdrs, *p);
     for (size_t i = 0; i < ARRAY_SIZE(defaults); i++) {
@@ -417,8 +416,7 @@ static bool setup_easy(struct httpc_req *r, const struct httpc_req_opts *o)
     bad |= curl_easy_setopt(e, CURLOPT_URL, o->url) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") !=
-           CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;

@@ -15,6 +15,7 @@
  * phases: conn_close frees the bufferevent at once and queues the struct
  * for the reap event, so no caller up the stack touches freed memory. */
 #include "corral/gateway.h"
+#include "corral/unixaddr.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -40,14 +41,14 @@
 #include "corral/mem.h"
 #include "corral/server.h"
 
-#define GW_MAX_HEAD (64 * 1024)     /* request line and headers */
+#define GW_MAX_HEAD (64 * 1024) /* request line and headers */
 #define GW_MAX_HEADERS 128
-#define GW_MAX_PIPELINED (1 << 20)  /* input accepted during a forward */
-#define GW_OUT_HIGH (1 << 20)       /* unsent output that pauses upstream */
-#define GW_OUT_LOW (256 * 1024)     /* ... and that resumes it */
-#define GW_MAX_EVENT (1 << 20)      /* SSE event data kept for metering */
-#define GW_MAX_JSON (4 << 20)       /* JSON answer kept for metering */
-#define GW_DRAIN_TIMEOUT_S 30       /* to write a last response */
+#define GW_MAX_PIPELINED (1 << 20) /* input accepted during a forward */
+#define GW_OUT_HIGH (1 << 20)      /* unsent output that pauses upstream */
+#define GW_OUT_LOW (256 * 1024)    /* ... and that resumes it */
+#define GW_MAX_EVENT (1 << 20)     /* SSE event data kept for metering */
+#define GW_MAX_JSON (4 << 20)      /* JSON answer kept for metering */
+#define GW_DRAIN_TIMEOUT_S 30      /* to write a last response */
 #define GW_BACKLOG 64
 
 enum gw_state {
@@ -63,37 +64,37 @@ enum gw_chunk { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER };
 /* The request being read. */
 struct gw_req {
     char *method;
-    char *target;          /* origin-form: path and query */
-    char **hdrs;           /* forwarded "Name: value" lines */
+    char *target; /* origin-form: path and query */
+    char **hdrs;  /* forwarded "Name: value" lines */
     size_t nhdrs;
     bool http11;
     bool keep_alive;
     bool expect_continue;
     bool chunked;
-    enum gw_chunk ch;      /* chunked decoding state */
-    uint64_t left;         /* body or chunk bytes still to read */
+    enum gw_chunk ch; /* chunked decoding state */
+    uint64_t left;    /* body or chunk bytes still to read */
     size_t trailer_bytes;
     struct buf body;
 };
 
 enum gw_meter { M_IN, M_OUT, M_CACHE_CREATE, M_CACHE_READ, M_COUNT };
 
-static const char *const meter_keys[M_COUNT] = {
-    "input_tokens", "output_tokens", "cache_creation_input_tokens",
-    "cache_read_input_tokens"};
+static const char *const meter_keys[M_COUNT] = {"input_tokens", "output_tokens",
+                                                "cache_creation_input_tokens",
+                                                "cache_read_input_tokens"};
 
 struct gw_conn;
 
 /* One forwarded request, owned by its httpc request (freed in on_done). */
 struct gw_fwd {
-    struct gateway *g;     /* NULL once detached */
-    struct gw_conn *conn;  /* NULL once detached */
+    struct gateway *g;    /* NULL once detached */
+    struct gw_conn *conn; /* NULL once detached */
     struct httpc_req *hr;
     char *method;
-    char *path;            /* without the query, for the log */
+    char *path; /* without the query, for the log */
     uint64_t started_us;
-    uint64_t bytes;        /* body bytes received */
-    int status;            /* 0 until the head */
+    uint64_t bytes; /* body bytes received */
+    int status;     /* 0 until the head */
     bool head_sent;
     bool chunked_out;      /* the client gets chunked framing */
     bool no_body;          /* HEAD, 204, 304 */
@@ -103,6 +104,7 @@ struct gw_fwd {
     struct buf line;       /* SSE: the partial line */
     struct buf data;       /* SSE: the event's data lines */
     bool cr;               /* SSE: the previous line ended with CR */
+    bool line_overflow;    /* SSE: this line exceeded the cap */
     bool skip_event;       /* SSE: this event's data exceeded the cap */
     struct buf body;       /* JSON: the answer, parsed at the end */
     bool body_overflow;
@@ -113,7 +115,7 @@ struct gw_conn {
     struct bufferevent *bev;
     enum gw_state state;
     struct gw_req req;
-    struct gw_fwd *fwd;    /* in GW_FORWARD */
+    struct gw_fwd *fwd; /* in GW_FORWARD */
     struct gw_conn *prev, *next;
 };
 
@@ -121,16 +123,16 @@ struct gateway {
     struct server *srv;
     char *chat_id;
     char *sock_path;
-    char *upstream;        /* model_upstream_url without a trailing '/' */
-    char *key_header;      /* "x-api-key: <key>", or NULL */
+    char *upstream;   /* model_upstream_url without a trailing '/' */
+    char *key_header; /* "x-api-key: <key>", or NULL */
     struct evconnlistener *lev;
     struct event *reap;    /* frees dead connections */
     struct gw_conn *conns; /* live, doubly linked */
     struct gw_conn *dead;  /* closed, linked through next */
     int nconns;
     long connect_ms, total_ms;
-    dev_t sock_dev;        /* the socket file we created, so close */
-    ino_t sock_ino;        /* removes only that one */
+    dev_t sock_dev; /* the socket file we created, so close */
+    ino_t sock_ino; /* removes only that one */
     struct gateway_usage usage;
 };
 
@@ -151,8 +153,7 @@ static bool is_ows(char ch)
 }
 
 /* True when the comma-separated list has tok (case-insensitive). */
-static bool list_has(const char *list, size_t len, const char *tok,
-                     size_t tl)
+static bool list_has(const char *list, size_t len, const char *tok, size_t tl)
 {
     const char *p = list, *end = list + len;
     while (p < end) {
@@ -180,15 +181,21 @@ static bool name_in(const char *name, size_t n, const char *const *set)
 }
 
 /* Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way. */
-static const char *const hop_by_hop[] = {
-    "connection", "keep-alive", "proxy-connection", "te", "trailer",
-    "transfer-encoding", "upgrade", "proxy-authenticate",
-    "proxy-authorization", NULL};
+static const char *const hop_by_hop[] = {"connection",
+                                         "keep-alive",
+                                         "proxy-connection",
+                                         "te",
+                                         "trailer",
+                                         "transfer-encoding",
+                                         "upgrade",
+                                         "proxy-authenticate",
+                                         "proxy-authorization",
+                                         NULL};
 
 /* Request headers the gateway replaces or that curl sets itself. */
 static const char *const req_drop[] = {
-    "host", "content-length", "expect", "accept-encoding", "x-api-key",
-    "authorization", NULL};
+    "host",      "content-length", "expect", "accept-encoding",
+    "x-api-key", "authorization",  NULL};
 
 /* Response headers that no longer describe the body the client gets. */
 static const char *const resp_drop[] = {"content-length", "content-encoding",
@@ -340,15 +347,18 @@ static void sse_feed(struct gw_fwd *f, const char *p, size_t n)
         size_t i = 0;
         while (i < n && p[i] != '\n' && p[i] != '\r')
             i++;
-        if (f->line.len + i <= GW_MAX_EVENT)
-            buf_append(&f->line, p, i);
+        if (f->line_overflow || f->line.len + i > GW_MAX_EVENT)
+            f->line_overflow = true; /* too long to meter: skip it */
         else
-            f->skip_event = true;
+            buf_append(&f->line, p, i);
         if (i == n)
             return; /* the line continues in the next chunk */
         f->cr = p[i] == '\r';
-        if (f->line.len <= GW_MAX_EVENT)
+        if (f->line_overflow)
+            f->skip_event = true;
+        else
             sse_line(f);
+        f->line_overflow = false;
         buf_reset(&f->line);
         p += i + 1;
         n -= i + 1;
@@ -394,8 +404,7 @@ static void fwd_log(const struct gw_fwd *f, const char *err)
     json_w_kstr(w, "method", f->method);
     json_w_kstr(w, "path", f->path);
     json_w_kint(w, "status", f->status);
-    json_w_kint(w, "duration_us",
-                (int64_t)(server_mono_us() - f->started_us));
+    json_w_kint(w, "duration_us", (int64_t)(server_mono_us() - f->started_us));
     for (int i = 0; i < M_COUNT; i++)
         json_w_kint(w, meter_keys[i], (int64_t)f->cur[i]);
     json_w_kint(w, "bytes", (int64_t)f->bytes);
@@ -641,9 +650,13 @@ static void forward_start(struct gw_conn *c)
     f->path = xstrndup(rq->target, strcspn(rq->target, "?"));
     f->started_us = server_mono_us();
     struct httpc_req_opts o = {
-        .method = rq->method, .url = url.data, .headers = hdrs,
-        .body = rq->body.data, .body_len = rq->body.len,
-        .timeout_ms = g->total_ms, .connect_timeout_ms = g->connect_ms,
+        .method = rq->method,
+        .url = url.data,
+        .headers = hdrs,
+        .body = rq->body.data,
+        .body_len = rq->body.len,
+        .timeout_ms = g->total_ms,
+        .connect_timeout_ms = g->connect_ms,
         .accept_encoding = "", /* decode here: metering reads plain text */
     };
     f->hr = httpc_request(g->srv->httpc, &o, &fwd_cbs, f);
@@ -663,8 +676,7 @@ static void forward_start(struct gw_conn *c)
 
 /* ---- requests ---- */
 
-static int parse_request_line(struct gw_req *rq, char *line,
-                              const char **why)
+static int parse_request_line(struct gw_req *rq, char *line, const char **why)
 {
     char *sp1 = strchr(line, ' ');
     char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
@@ -753,8 +765,7 @@ static bool name_is(const char *n, size_t nl, const char *lit)
 
 /* Body framing, Expect and Connection. 0 or an HTTP status. */
 static int read_framing(struct gw_req *rq, const char *p, const char *end,
-                        const char **conn, size_t *conn_len,
-                        const char **why)
+                        const char **conn, size_t *conn_len, const char **why)
 {
     bool has_len = false;
     uint64_t len = 0, x;
@@ -796,9 +807,8 @@ static int read_framing(struct gw_req *rq, const char *p, const char *end,
     return 0;
 }
 
-static void collect_forwarded(struct gw_req *rq, const char *p,
-                              const char *end, const char *conn,
-                              size_t conn_len)
+static void collect_forwarded(struct gw_req *rq, const char *p, const char *end,
+                              const char *conn, size_t conn_len)
 {
     const char *n, *v;
     size_t nl, vl;
@@ -823,8 +833,7 @@ static void collect_forwarded(struct gw_req *rq, const char *p,
 
 /* 0, or an HTTP status with *why. head is NUL-terminated and ends with
  * CRLF CRLF. */
-static int parse_head(struct gw_req *rq, char *head, size_t n,
-                      const char **why)
+static int parse_head(struct gw_req *rq, char *head, size_t n, const char **why)
 {
     if (memchr(head, '\0', n)) {
         *why = "NUL byte in the request head";
@@ -864,8 +873,8 @@ static int read_head(struct gw_conn *c)
     if (end.pos < 0 && evbuffer_get_length(in) <= GW_MAX_HEAD)
         return 0;
     if (end.pos < 0 || (size_t)end.pos + 4 > GW_MAX_HEAD) {
-        reply_error(c, 431, "invalid_request_error",
-                    "request head too large", true);
+        reply_error(c, 431, "invalid_request_error", "request head too large",
+                    true);
         return -1;
     }
     size_t n = (size_t)end.pos + 4;
@@ -921,8 +930,7 @@ static int chunk_line(struct gw_conn *c, const char *line, size_t len)
         if (rq->trailer_bytes > GW_MAX_HEAD)
             return body_error(c, 431, "trailers too large");
         return 0;
-    case CH_DATA:
-        return 0; /* not reached: data is not read by lines */
+    case CH_DATA: return 0; /* not reached: data is not read by lines */
     }
     return 0;
 }
@@ -990,11 +998,8 @@ static void conn_process(struct gw_conn *c)
             if (evbuffer_get_length(in) > GW_MAX_PIPELINED)
                 conn_close(c, "client sent too much during a request");
             return;
-        case GW_DRAIN:
-            evbuffer_drain(in, evbuffer_get_length(in));
-            return;
-        case GW_DEAD:
-            return;
+        case GW_DRAIN: evbuffer_drain(in, evbuffer_get_length(in)); return;
+        case GW_DEAD: return;
         }
     }
 }
@@ -1092,16 +1097,18 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 /* A listening unix socket at path, mode 0600. -1 with *err. */
 static int listen_unix(const char *path, struct stat *st, const char **err)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct sockaddr_un sa;
     struct stat old;
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        *err = "gateway socket path too long";
+    int dirfd;
+    if (unixaddr_make(path, &sa, &dirfd) < 0) {
+        *err = "gateway socket path unusable";
         return -1;
     }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
     if (lstat(path, &old) == 0) {
         if (!S_ISSOCK(old.st_mode)) {
             *err = "gateway socket path exists and is not a socket";
+            if (dirfd >= 0)
+                close(dirfd);
             return -1;
         }
         unlink(path); /* stale, from an earlier run */
@@ -1109,13 +1116,18 @@ static int listen_unix(const char *path, struct stat *st, const char **err)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         *err = "gateway socket() failed";
+        if (dirfd >= 0)
+            close(dirfd);
         return -1;
     }
     /* Linux gives the socket file the socket inode's mode less the umask:
      * 0600 before bind means it is never open to others, even briefly.
      * The chmod after bind covers systems that ignore it. */
     (void)fchmod(fd, 0600);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    if (dirfd >= 0)
+        close(dirfd);
+    if (rc != 0) {
         *err = "gateway bind() failed";
         close(fd);
         return -1;

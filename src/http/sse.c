@@ -162,7 +162,7 @@ static void conn_push(struct sse_conn *c, const char *p, size_t len,
                       struct bus_event *ev, char *own)
 {
     struct sse_hub *h = c->hub;
-    if (c->closed) {
+    if (c->closed || len == 0) { /* an empty item would never be consumed */
         bus_event_release(ev);
         free(own);
         return;

@@ -102,17 +102,45 @@ void run_release(struct run *run)
         event_free(run->timer);
     free(run->content);
     free(run->prompt);
+    for (int i = 0; i < 3; i++)
+        free(run->finish[i]);
     turn_map_deinit(&run->map);
     free(run);
 }
 
+static void write_finish(struct run *run);
+
+static void write_phase(struct run *run);
+
 static void on_phase_stored(void *arg, const struct pg_reply *reply)
 {
     struct run *run = arg;
+    run->db_busy = false;
     if (reply->status != PG_OK)
         log_warn("run %s: phase not recorded: %s", run->spec.run_id,
                  reply->errmsg);
+    if (run->finish_ready && !run->chat->reg->closing)
+        write_finish(run);
+    else if (run->db_dirty && !run->chat->reg->closing)
+        write_phase(run);
     run_release(run);
+}
+
+/* Records the run's current phase, after any write still in flight. */
+static void write_phase(struct run *run)
+{
+    if (run->db_busy) {
+        run->db_dirty = true;
+        return;
+    }
+    struct server *srv = run->chat->reg->srv;
+    run->db_busy = true;
+    run->db_dirty = false;
+    run->refs++;
+    store_run_phase(srv->pg, run->spec.run_id, run->spec.reply_id,
+                    run_phase_name(run->phase),
+                    run_phase_message_status(run->phase), on_phase_stored,
+                    run);
 }
 
 static void on_phase_timeout(evutil_socket_t fd, short what, void *arg);
@@ -163,11 +191,7 @@ bool run_set_phase(struct run *run, enum run_phase to)
     run->phase = to;
     arm_phase_timer(run);
     if (!run_phase_terminal(to)) {
-        struct server *srv = run->chat->reg->srv;
-        run->refs++;
-        store_run_phase(srv->pg, run->spec.run_id, run->spec.reply_id,
-                        run_phase_name(to), run_phase_message_status(to),
-                        on_phase_stored, run);
+        write_phase(run);
         publish_status(run, NULL, NULL);
     }
     return true;
@@ -268,18 +292,29 @@ void end_run(struct run *run, enum run_phase final, const char *code,
     usage_json(run, &usage);
     if (code)
         error_json(run, &error);
+    run->finish[0] = buf_steal(&content, NULL);
+    run->finish[1] = buf_steal(&usage, NULL);
+    run->finish[2] = code ? buf_steal(&error, NULL) : NULL;
+    buf_deinit(&error);
+    run->finish_ready = true;
+    if (!run->db_busy)
+        write_finish(run);
+}
+
+static void write_finish(struct run *run)
+{
+    enum run_phase final = run->final;
     const char *params[10] = {
         run->spec.run_id, run->spec.reply_id,
         run_phase_message_status(final), run_phase_name(final),
-        content.data, usage.data, "0", code ? error.data : NULL,
+        run->finish[0], run->finish[1], "0", run->finish[2],
         run->model[0] ? run->model : NULL,
         run->have_result ? "t" : "f",
     };
+    run->finish_ready = false;
+    run->db_busy = true;
     run->refs++;
     store_run_finish(run->chat->reg->srv->pg, params, on_run_finished, run);
-    buf_deinit(&content);
-    buf_deinit(&usage);
-    buf_deinit(&error);
 }
 
 static void on_phase_timeout(evutil_socket_t fd, short what, void *arg)

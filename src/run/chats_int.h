@@ -40,6 +40,12 @@ struct run {
     struct turn_line result;
     bool have_result;
     enum run_phase final;      /* where end_run is taking it */
+    /* The run's rows are written one statement at a time, in order: the
+     * pool may run two statements on two connections in either order. */
+    bool db_busy;              /* a write is in flight */
+    bool db_dirty;             /* the phase changed meanwhile */
+    char *finish[3];           /* end_run's content, usage, error JSON */
+    bool finish_ready;         /* end_run waits for the write in flight */
     char err_code[32];
     char err_detail[512];
 };

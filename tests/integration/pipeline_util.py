@@ -4,6 +4,7 @@ reader, and a chat client over corrald's HTTP API."""
 import json
 import os
 import queue
+import socket
 import subprocess
 import threading
 import time
@@ -60,31 +61,67 @@ def text_rule(match, text, **reply):
 
 
 class SSE:
-    """Reads one chat stream in a thread; events land in a queue as dicts
-    {id, event, data}. Comment lines (heartbeats) are counted."""
+    """Reads one chat stream in a thread over a plain socket (a buffered
+    HTTP client would sit on small frames); events land in a queue as
+    dicts {id, event, data}. Comment lines (heartbeats) are counted."""
 
-    def __init__(self, srv, chat_id, token, after=None, last_event_id=None):
-        url = srv.api_url(f"/chats/{chat_id}/stream")
-        params = {} if after is None else {"after": str(after)}
-        headers = {"Authorization": f"Bearer {token}",
-                   "Accept": "text/event-stream"}
+    def __init__(self, srv, chat_id, token, after=None, last_event_id=None,
+                 query_token=False):
+        path = f"{API}/chats/{chat_id}/stream"
+        params = []
+        if after is not None:
+            params.append(f"after={after}")
+        headers = ["Accept: text/event-stream", "Host: 127.0.0.1"]
+        if query_token:
+            params.append(f"access_token={token}")
+        else:
+            headers.append(f"Authorization: Bearer {token}")
         if last_event_id is not None:
-            headers["Last-Event-ID"] = str(last_event_id)
-        self.resp = requests.get(url, params=params, headers=headers,
-                                 stream=True, timeout=(5, 120))
-        self.status = self.resp.status_code
+            headers.append(f"Last-Event-ID: {last_event_id}")
+        if params:
+            path += "?" + "&".join(params)
+        self.sock = socket.create_connection(("127.0.0.1", srv.port), 10)
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\n" + "\r\n".join(headers)
+                           + "\r\n\r\n").encode())
         self.events = queue.Queue()
         self.pings = 0
         self.closed = threading.Event()
+        self.buf = b""
+        head = self._read_head()
+        self.status = int(head.split(b" ", 2)[1])
+        self.head = head.decode("latin-1")
+        self.body = b""
         if self.status == 200:
             threading.Thread(target=self._read, daemon=True).start()
+        else:
+            self.body = self.buf
+            self.closed.set()
+
+    def _read_head(self):
+        while b"\r\n\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"stream closed before its head: "
+                                     f"{self.buf!r}")
+            self.buf += data
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        return head
+
+    def _lines(self):
+        self.sock.settimeout(None)
+        while True:
+            while b"\n" in self.buf:
+                line, _, self.buf = self.buf.partition(b"\n")
+                yield line.rstrip(b"\r").decode()
+            data = self.sock.recv(65536)
+            if not data:
+                return
+            self.buf += data
 
     def _read(self):
         ev = {}
         try:
-            for raw in self.resp.iter_lines(decode_unicode=True):
-                if raw is None:
-                    continue
+            for raw in self._lines():
                 if raw == "":
                     if "event" in ev or "data" in ev:
                         ev["data"] = json.loads(ev.get("data", "null"))
@@ -99,7 +136,7 @@ class SSE:
                         ev["data"] += "\n" + value
                     else:
                         ev[key] = value
-        except Exception:
+        except OSError:
             pass
         finally:
             self.closed.set()
@@ -123,7 +160,11 @@ class SSE:
             f"{[(e.get('id'), e.get('event')) for e in got]}")
 
     def close(self):
-        self.resp.close()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
 
 
 def finished(reply_id):

@@ -51,6 +51,7 @@
 #include "corral/ids.h"
 #include "corral/log.h"
 #include "corral/sandbox.h"
+#include "corral/unixaddr.h"
 #include "corral/server.h"
 
 #define WAIT_MS 20000
@@ -925,15 +926,17 @@ static void gw_on_accept(struct evconnlistener *l, evutil_socket_t fd,
 
 static void gw_start(struct ctx *c, struct sandbox *sb, struct gw *gw)
 {
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    struct sockaddr_un a;
+    int dirfd;
     const char *path = sandbox_gateway_socket(sb);
-    assert_true(strlen(path) < sizeof(a.sun_path));
-    strcpy(a.sun_path, path);
+    assert_int_equal(unixaddr_make(path, &a, &dirfd), 0);
     unlink(path);
     gw->l = evconnlistener_new_bind(c->base, gw_on_accept, gw,
                                     LEV_OPT_CLOSE_ON_FREE |
                                         LEV_OPT_CLOSE_ON_EXEC,
                                     16, (struct sockaddr *)&a, sizeof(a));
+    if (dirfd >= 0)
+        close(dirfd);
     assert_non_null(gw->l);
     assert_int_equal(chmod(path, 0600), 0);
 }
