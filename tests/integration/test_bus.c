@@ -696,14 +696,36 @@ static void tweak_small_stream(struct config *cfg)
     cfg->bus_stream_maxlen = 100;
 }
 
+/* A blocking connection for checks from the test (not the loop):
+ * redis://[[user]:password@]host[:port][/db], AUTH sent when a password
+ * is given. */
+static redisContext *test_redis_connect(void)
+{
+    char host[64] = "127.0.0.1", pass[128] = "";
+    int port = 6379;
+    const char *p = E.redis_url + strlen("redis://");
+    const char *at = strchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon)
+            snprintf(pass, sizeof(pass), "%.*s", (int)(at - colon - 1),
+                     colon + 1);
+        p = at + 1;
+    }
+    sscanf(p, "%63[^:/]:%d", host, &port);
+    redisContext *rc = redisConnect(host, port);
+    assert_true(rc && !rc->err);
+    if (pass[0]) {
+        redisReply *a = redisCommand(rc, "AUTH %s", pass);
+        assert_true(a && a->type != REDIS_REPLY_ERROR);
+        freeReplyObject(a);
+    }
+    return rc;
+}
+
 static long long redis_xlen(const char *chat)
 {
-    redisContext *rc = NULL;
-    char host[64] = "127.0.0.1";
-    int port = 6379;
-    sscanf(E.redis_url, "redis://%63[^:/]:%d", host, &port);
-    rc = redisConnect(host, port);
-    assert_true(rc && !rc->err);
+    redisContext *rc = test_redis_connect();
     redisReply *r = redisCommand(rc, "XLEN corral:events:%s", chat);
     long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     freeReplyObject(r);
@@ -847,11 +869,7 @@ static void test_gap_filled_from_log(void **state)
     db_exec("INSERT INTO events (chat_id, seq, type, payload) VALUES "
             "($1, 4, 'bench', '{\"n\":4}'), ($1, 5, 'bench', '{\"n\":5}')",
             1, p);
-    char host[64] = "127.0.0.1";
-    int port = 6379;
-    sscanf(E.redis_url, "redis://%63[^:/]:%d", host, &port);
-    redisContext *rc = redisConnect(host, port);
-    assert_true(rc && !rc->err);
+    redisContext *rc = test_redis_connect();
     redisReply *x = redisCommand(rc, "XADD corral:events:%s 5-0 t bench d %s",
                                  chat, "{\"n\":5}");
     assert_true(x && x->type == REDIS_REPLY_STRING);

@@ -550,7 +550,10 @@ class Cli:
                 (f"--resume={session}" if resume else f"--session-id={session}")]
         argv += list(extra_args)
         if user is not None:
-            argv = [find_runuser(), "-u", user.pw_name, "--"] + argv
+            # runuser resets HOME to the user's passwd entry; the CLI must
+            # keep its session files in the private home to --resume.
+            argv = [find_runuser(), "-u", user.pw_name, "--", "/usr/bin/env",
+                    f"HOME={home.home}"] + argv
         env = {
             "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "dumb",
             "HOME": home.home, "TMPDIR": home.tmp,

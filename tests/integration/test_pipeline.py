@@ -265,3 +265,37 @@ def test_sandbox_escape_attempts_fail(pipe, model, user):
     assert "1000" in out.split()[-1], out
     procs = int([w for w in out.split() if w.isdigit()][0])
     assert procs < 20, out
+
+
+def test_prompt_edit_relaunches_with_resume(pipe, model, user):
+    """A new system prompt is a launch setting: the warm CLI is replaced by
+    one started with --resume, which still carries the earlier turns, and
+    the new prompt reaches the model."""
+    model.scenario([
+        {"match": {"user_text_contains": "remember"},
+         "reply": {"blocks": [{"type": "text", "text": "ok"}]}},
+        {"match": {"user_text_contains": "recall",
+                   "system_contains": "Answer like a pirate."},
+         "reply": {"echo": True}},
+    ])
+    chat = Chat(pipe, user)
+    first = chat.send("remember the word kiwi")
+    assert chat.wait_reply(first["reply"]["id"])["status"] == "completed"
+    r = pipe.request("PATCH", f"/chats/{chat.id}",
+                     json={"system_prompt_append": "Answer like a pirate."},
+                     token=user.access)
+    assert r.status_code == 200, r.text
+    second = chat.send("recall it")
+    reply = chat.wait_reply(second["reply"]["id"])
+    assert reply["status"] == "completed", reply
+    text = reply["content"][-1]["text"]
+    assert text.startswith("ECHO"), text
+    assert "remember the word kiwi" in text and "recall it" in text
+    # The second turn launched a CLI (the first one's was let go).
+    replay = chat.stream(after=0)
+    evs = replay.until(finished(second["reply"]["id"]))
+    replay.close()
+    phases = [e["data"]["phase"] for e in evs
+              if e["event"] == "message_status" and
+              e["data"]["message_id"] == second["reply"]["id"]]
+    assert "cli_launch" in phases, phases
