@@ -219,7 +219,7 @@ static void begin_shutdown(struct runtime *rt)
              http_server_inflight(srv->http));
     http_server_stop_accepting(srv->http);
     int ms = srv->cfg->shutdown_grace_ms;
-    struct timeval grace = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval grace = ms_to_timeval(ms);
     struct timeval tick = {0, 20000};
     rt->grace_timer = evtimer_new(srv->base, on_grace_over, rt);
     evtimer_add(rt->grace_timer, &grace);

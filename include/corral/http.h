@@ -116,5 +116,17 @@ bool req_json_bool(struct req *r, const char *field, bool required,
 bool req_page(struct req *r, int *limit, const char **cursor);
 /* Appends "next_cursor": opaque form of last (or null when last is NULL). */
 void json_w_next_cursor(struct json_w *w, const char *last);
+/* For a store callback: answers a failed query (503/500) or an empty
+ * result (404 `no such <what>`) and returns false; true when reply holds
+ * a row. */
+struct pg_reply;
+struct pg_result;
+bool req_store_row(struct req *r, const struct pg_reply *reply,
+                   const char *what);
+/* Answers 200 with row 0 of reply written by write, or as above. */
+void req_reply_row(struct req *r, const struct pg_reply *reply,
+                   const char *what,
+                   void (*write)(struct json_w *w,
+                                 const struct pg_result *res, int row));
 /* 429 with Retry-After. */
 void req_rate_limited(struct req *r, int retry_after_s, const char *code);

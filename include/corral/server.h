@@ -47,4 +47,11 @@ struct server {
 int64_t server_now(void);
 uint64_t server_mono_us(void);
 
+struct timeval;
+/* A timeval of ms milliseconds (for event_add). */
+struct timeval ms_to_timeval(int ms);
+/* Uniform in [ms/2, ms], from the xorshift state *rng (non-zero): spreads
+ * reconnects so a recovering server is not hit by all clients at once. */
+int backoff_jitter(uint64_t *rng, int ms);
+
 #endif

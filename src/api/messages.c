@@ -287,14 +287,8 @@ static void on_interrupt_owned(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
     bool drop = *(bool *)r->state;
-    if (reply->status != PG_OK) {
-        req_store_error(r, reply->status, reply->errmsg);
+    if (!req_store_row(r, reply, "chat"))
         return;
-    }
-    if (PQntuples(reply->res) != 1) {
-        req_problem(r, 404, "not_found", "no such chat");
-        return;
-    }
     int n = chats_interrupt(r->srv->chats, req_param(r, "id"), drop);
     struct buf body;
     buf_init(&body);
@@ -363,14 +357,8 @@ static void on_status_seq(void *arg, int64_t seq, const char *err)
 static void on_status_owned(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
-    if (reply->status != PG_OK) {
-        req_store_error(r, reply->status, reply->errmsg);
+    if (!req_store_row(r, reply, "chat"))
         return;
-    }
-    if (PQntuples(reply->res) != 1) {
-        req_problem(r, 404, "not_found", "no such chat");
-        return;
-    }
     bus_last_seq(r->srv->bus, req_param(r, "id"), on_status_seq, r);
 }
 

@@ -147,22 +147,7 @@ void api_messages_list(struct req *r)
 
 static void on_message(void *arg, const struct pg_reply *reply)
 {
-    struct req *r = arg;
-    if (reply->status != PG_OK) {
-        req_store_error(r, reply->status, reply->errmsg);
-        return;
-    }
-    if (PQntuples(reply->res) != 1) {
-        req_problem(r, 404, "not_found", "no such message");
-        return;
-    }
-    struct buf body;
-    buf_init(&body);
-    struct json_w w;
-    json_w_init(&w, &body);
-    write_message(&w, reply->res, 0);
-    req_reply_json(r, 200, &body);
-    buf_deinit(&body);
+    req_reply_row(arg, reply, "message", write_message);
 }
 
 void api_messages_get(struct req *r)

@@ -328,7 +328,7 @@ static void batch_schedule(struct bus *b)
     }
     if (!evtimer_pending(&b->batch_timer, NULL)) {
         int ms = cfg->event_batch_delay_ms;
-        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        struct timeval tv = ms_to_timeval(ms);
         evtimer_add(&b->batch_timer, &tv);
     }
 }

@@ -28,6 +28,7 @@
  * called there only marks the handle closing and leaves the teardown to
  * the `deferred` event, after hiredis and this file have unwound. */
 #include "corral/redis.h"
+#include "corral/server.h"
 
 #include <limits.h>
 #include <netdb.h>
@@ -103,26 +104,6 @@ struct rconn_url {
 };
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static struct timeval ms_to_tv(int ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
-
-/* Uniform in [ms/2, ms]: several corral instances that lost the same Redis
- * do not all come back at the same instant. */
-static int rconn_jitter(struct redis *r, int ms)
-{
-    uint64_t x = r->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    r->rng = x;
-    if (ms < 2)
-        return ms;
-    return ms / 2 + (int)(x % (uint64_t)(ms / 2 + 1));
-}
 
 /* A zero-initialized struct gets the defaults, except command_timeout_ms,
  * where 0 means none (the header's contract). */
@@ -322,13 +303,13 @@ static void rconn_schedule(struct redis *r, const char *what,
 {
     if (r->closing)
         return;
-    int delay = rconn_jitter(r, r->backoff_ms);
+    int delay = backoff_jitter(&r->rng, r->backoff_ms);
     r->backoff_ms = r->backoff_ms > r->opts.backoff_max_ms / 2
                         ? r->opts.backoff_max_ms
                         : r->backoff_ms * 2;
     log_warn("redis %s:%d: %s%s%s; reconnecting in %d ms", r->host, r->port,
              what, detail ? ": " : "", detail ? detail : "", delay);
-    struct timeval tv = ms_to_tv(delay);
+    struct timeval tv = ms_to_timeval(delay);
     evtimer_add(&r->retry, &tv);
 }
 
@@ -462,7 +443,7 @@ static void rconn_connect(struct redis *r)
     redisAsyncSetDisconnectCallback(ac, rconn_on_disconnect);
     r->ac = ac;
     r->state = RCONN_CONNECTING;
-    struct timeval tv = ms_to_tv(r->opts.connect_timeout_ms);
+    struct timeval tv = ms_to_timeval(r->opts.connect_timeout_ms);
     evtimer_add(&r->connect_timer, &tv);
 }
 
@@ -689,7 +670,7 @@ struct redis *redis_new(struct event_base *base, const char *url,
     if (r->opts.command_timeout_ms > 0) {
         /* One FIFO queue instead of a heap entry per command: cheaper with
          * many commands in flight, and timers expire in send order. */
-        r->cmd_tv_plain = ms_to_tv(r->opts.command_timeout_ms);
+        r->cmd_tv_plain = ms_to_timeval(r->opts.command_timeout_ms);
         r->cmd_tv = event_base_init_common_timeout(base, &r->cmd_tv_plain);
         if (!r->cmd_tv)
             r->cmd_tv = &r->cmd_tv_plain;

@@ -230,7 +230,7 @@ static const char *reason(int status)
 
 static void set_idle_timeout(struct gw_conn *c, int ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = ms_to_timeval(ms);
     bufferevent_set_timeouts(c->bev, &tv, &tv);
 }
 

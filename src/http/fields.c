@@ -6,6 +6,7 @@
 
 #include "corral/base64.h"
 #include "corral/mem.h"
+#include "corral/pg.h"
 #include "http_int.h"
 
 /* Counts code points of valid UTF-8 (the reader validated it). */
@@ -126,4 +127,34 @@ void req_rate_limited(struct req *r, int retry_after_s, const char *code)
     req_add_header(r, "Retry-After", v);
     req_problem(r, 429, code, "too many requests; retry in %d s",
                 retry_after_s);
+}
+
+bool req_store_row(struct req *r, const struct pg_reply *reply,
+                   const char *what)
+{
+    if (reply->status != PG_OK) {
+        req_store_error(r, reply->status, reply->errmsg);
+        return false;
+    }
+    if (PQntuples(reply->res) < 1) {
+        req_problem(r, 404, "not_found", "no such %s", what);
+        return false;
+    }
+    return true;
+}
+
+void req_reply_row(struct req *r, const struct pg_reply *reply,
+                   const char *what,
+                   void (*write)(struct json_w *w,
+                                 const struct pg_result *res, int row))
+{
+    if (!req_store_row(r, reply, what))
+        return;
+    struct buf body;
+    struct json_w w;
+    buf_init(&body);
+    json_w_init(&w, &body);
+    write(&w, reply->res, 0);
+    req_reply_json(r, 200, &body);
+    buf_deinit(&body);
 }

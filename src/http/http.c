@@ -68,7 +68,7 @@ static void conn_unlink(struct http_conn *hc)
 
 static void arm_deadline(struct http_conn *hc, int ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = ms_to_timeval(ms);
     evtimer_add(hc->deadline, &tv);
 }
 

@@ -172,7 +172,7 @@ static void arm_phase_timer(struct run *run)
         run->timer = evtimer_new(srv->base, on_phase_timeout, run);
     evtimer_del(run->timer);
     if (ms > 0) {
-        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        struct timeval tv = ms_to_timeval(ms);
         evtimer_add(run->timer, &tv);
     }
 }

@@ -289,7 +289,7 @@ void cli_proc_close(struct cli_proc *p, int grace_ms)
         sandbox_proc_close_stdin(p->sp);
     }
     if (!p->kill_timer) {
-        struct timeval tv = {grace_ms / 1000, (grace_ms % 1000) * 1000};
+        struct timeval tv = ms_to_timeval(grace_ms);
         p->kill_timer = evtimer_new(p->srv->base, on_kill_timer, p);
         evtimer_add(p->kill_timer, &tv);
     }

@@ -461,7 +461,7 @@ void turn_interrupt(struct run *run)
     run->interrupted = true;
     /* The turn ends with its result; if none comes in time, the phase
      * timer (re-armed here) kills the CLI and cancels the run. */
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = ms_to_timeval(ms);
     evtimer_del(run->timer);
     evtimer_add(run->timer, &tv);
     if (cli_proc_control(rt->cli, "interrupt", NULL, on_interrupt_ack,

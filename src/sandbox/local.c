@@ -1172,7 +1172,7 @@ int sandbox_local_drain(struct server *srv, int ms)
 {
     bool expired = false;
     struct event deadline;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = ms_to_timeval(ms);
     evtimer_assign(&deadline, srv->base, local_on_drain_deadline, &expired);
     evtimer_add(&deadline, &tv);
     int n;

@@ -26,6 +26,7 @@
  * conninfo must carry hostaddr= or an IP literal or a socket directory;
  * pool_check_conninfo() warns otherwise. */
 #include "corral/pg.h"
+#include "corral/server.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -115,26 +116,6 @@ static uint64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static struct timeval ms_to_tv(int ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
-
-/* Uniform in [ms/2, ms]: spreads reconnects of many connections (and of
- * many corral instances) so a recovering server is not hit all at once. */
-static int pool_jitter(struct pg_pool *pool, int ms)
-{
-    uint64_t x = pool->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    pool->rng = x;
-    if (ms < 2)
-        return ms;
-    return ms / 2 + (int)(x % (uint64_t)(ms / 2 + 1));
 }
 
 /* Zero or negative fields take the defaults of corral's config
@@ -335,7 +316,7 @@ static bool conn_watch(struct pg_conn *c, short what)
 
 static void conn_arm_timer(struct pg_conn *c, int ms)
 {
-    struct timeval tv = ms_to_tv(ms);
+    struct timeval tv = ms_to_timeval(ms);
     event_del(&c->timer);
     event_add(&c->timer, &tv);
 }
@@ -422,7 +403,7 @@ static void conn_attempt_failed(struct pg_conn *c, const char *why)
              msg_len(why), why, delay);
     conn_close(c);
     c->backoff_ms = delay;
-    conn_arm_timer(c, pool_jitter(pool, delay));
+    conn_arm_timer(c, backoff_jitter(&pool->rng, delay));
     if (pool_down(pool))
         pool_fail_waiting(pool, "database unavailable");
 }
@@ -846,7 +827,7 @@ void pg_query(struct pg_pool *pool, const char *sql, int nparams,
             return;
         }
     }
-    struct timeval tv = ms_to_tv(pool->opts.queue_timeout_ms);
+    struct timeval tv = ms_to_timeval(pool->opts.queue_timeout_ms);
     r->state = PG_REQ_WAITING;
     r->queued_us = now_us();
     TAILQ_INSERT_TAIL(&pool->waiting, r, link);
