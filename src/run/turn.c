@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -311,6 +312,19 @@ static void argv_free(struct argv_b *a)
         free(a->owned[i]);
 }
 
+/* Whether the CLI wrote the session's transcript: then the next launch
+ * must --resume it (reusing --session-id fails), else --session-id again
+ * (a CLI that never got a message writes none). A turn killed before its
+ * result still leaves one, so the file decides, not the last result. */
+static bool transcript_exists(const struct chat_rt *rt)
+{
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/.claude/projects/-workspace/%s.jsonl",
+             sandbox_home_dir(rt->sb), rt->session_id);
+    return stat(path, &st) == 0;
+}
+
 /* DESIGN.md §5 "argv". Numbers are formatted into owned strings. */
 static void build_argv(struct chat_rt *rt, struct run *run,
                        struct argv_b *a)
@@ -337,7 +351,7 @@ static void build_argv(struct chat_rt *rt, struct run *run,
         arg_add(a, "--max-thinking-tokens");
         arg_cat(a, "", num);
     }
-    arg_cat(a, rt->session_started ? "--resume=" : "--session-id=",
+    arg_cat(a, transcript_exists(rt) ? "--resume=" : "--session-id=",
             rt->session_id);
     if (run->prompt_edited) {
         arg_add(a, "--system-prompt-snapshot");

@@ -299,3 +299,29 @@ def test_prompt_edit_relaunches_with_resume(pipe, model, user):
               if e["event"] == "message_status" and
               e["data"]["message_id"] == second["reply"]["id"]]
     assert "cli_launch" in phases, phases
+
+
+def test_turn_timeout_fails_with_error_event(make_server, model):
+    """A turn that outlives turn_timeout_ms ends failed with code timeout,
+    and the chat takes the next message."""
+    srv = make_server(env={
+        "CORRAL_MODEL_UPSTREAM_URL": model.base,
+        "CORRAL_CLI_PATH": cli_path(),
+        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
+        "CORRAL_CLI_MAX_RETRIES": "0",
+        "CORRAL_TURN_TIMEOUT_MS": "1500",
+    })
+    _TEST_SERVERS.append(srv)
+    model.scenario([text_rule("slow", "late", first_delay_ms=6000),
+                    text_rule("quick", "fine")])
+    u = register(srv)
+    chat = Chat(srv, u)
+    sent = chat.send("slow please")
+    sse = chat.stream(after=sent["last_event_id"])
+    evs = sse.until(finished(sent["reply"]["id"]), timeout=30)
+    sse.close()
+    errors = [e["data"] for e in evs if e["event"] == "error"]
+    assert errors and errors[0]["code"] == "timeout", evs
+    assert chat.message(sent["reply"]["id"])["error"]["code"] == "timeout"
+    again = chat.send("quick")
+    assert chat.wait_reply(again["reply"]["id"])["status"] == "completed"
