@@ -104,6 +104,9 @@ extern const struct sandbox_provider sandbox_local;
  * Other events on the base run meanwhile. Returns how many are still
  * pending (0: nothing of the sandboxes is left to free). */
 int sandbox_local_drain(struct server *srv, int ms);
+/* Start-up: removes (off the loop) the trees of destroys that an earlier
+ * process did not finish. */
+void sandbox_local_sweep(struct server *srv);
 
 /* Host paths of the sandbox's trees (valid while the sandbox is open). */
 const char *sandbox_workspace_dir(const struct sandbox *sb);

@@ -559,6 +559,7 @@ struct chats *chats_new(struct server *srv)
     struct chats *c = xcalloc(1, sizeof(*c));
     c->srv = srv;
     resolve_cli(c);
+    sandbox_local_sweep(srv);
     return c;
 }
 

@@ -24,6 +24,7 @@
  * so no dying process writes into a directory being removed. */
 #include "corral/sandbox.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1139,6 +1140,26 @@ static void local_destroy(struct sandbox *sb)
     t->live = 1; /* ours, so that no process completes it during close */
     local_close_with(sb, t);
     local_tomb_release(t);
+}
+
+/* Trees renamed aside by a destroy that a crash or restart interrupted:
+ * removed off the loop at start-up, like a destroy's own. */
+void sandbox_local_sweep(struct server *srv)
+{
+    char *boxes = local_fmt("%s/sandboxes", srv->cfg->data_dir);
+    DIR *d = opendir(boxes);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, ".trash-", 7) != 0)
+            continue;
+        char *path = local_fmt("%s/%s", boxes, e->d_name);
+        log_info("sandbox: removing %s left by an earlier run", path);
+        local_start_rm(srv->base, path);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    free(boxes);
 }
 
 /* ---- shutdown ----------------------------------------------------------- */

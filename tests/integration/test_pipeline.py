@@ -325,3 +325,36 @@ def test_turn_timeout_fails_with_error_event(make_server, model):
     assert chat.message(sent["reply"]["id"])["error"]["code"] == "timeout"
     again = chat.send("quick")
     assert chat.wait_reply(again["reply"]["id"])["status"] == "completed"
+
+
+def test_startup_sweeps_interrupted_destroys(make_server):
+    """A sandbox tree renamed aside by a destroy that never finished is
+    removed when the next process starts."""
+    srv = make_server(start=False, env={
+        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT")})
+    trash = os.path.join(srv.data_dir, "sandboxes", ".trash-left-over")
+    os.makedirs(os.path.join(trash, "workspace", "deep"))
+    with open(os.path.join(trash, "workspace", "deep", "f"), "w") as f:
+        f.write("x")
+    kept = os.path.join(srv.data_dir, "sandboxes", "not-trash")
+    os.makedirs(kept)
+    uid, gid = service_owner()
+    for root, dirs, files in os.walk(srv.data_dir):
+        for name in dirs + files:
+            if uid is not None:
+                os.chown(os.path.join(root, name), uid, gid)
+    srv.start()
+    deadline = time.time() + 10
+    while os.path.exists(trash) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(trash)
+    assert os.path.isdir(kept)
+
+
+def service_owner():
+    import pwd
+    name = os.environ.get("CORRAL_TEST_SERVICE_USER") or None
+    if not name:
+        return (None, None)
+    pw = pwd.getpwnam(name)
+    return (pw.pw_uid, pw.pw_gid)
