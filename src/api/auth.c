@@ -144,19 +144,40 @@ static bool read_password(struct req *r, const char *field, bool is_new,
     return ok;
 }
 
-static bool rate_ok(struct req *r, struct ratelimit *rl, const char *key)
+struct rate_step {
+    struct req *r;
+    void (*next)(struct req *r);
+};
+
+static void on_rate(void *arg, bool allowed, int retry_after_s)
 {
-    int retry;
-    if (ratelimit_take(rl, key, server_mono_us() / 1000, &retry) == 0)
-        return true;
-    flow_clear(r->state);
-    req_rate_limited(r, retry, "rate_limited");
-    return false;
+    struct rate_step *s = arg;
+    struct req *r = s->r;
+    void (*next)(struct req *) = s->next;
+    free(s);
+    if (!allowed) {
+        flow_clear(r->state);
+        req_rate_limited(r, retry_after_s, "rate_limited");
+        return;
+    }
+    next(r);
 }
 
-static bool ip_rate_ok(struct req *r)
+/* Goes on with next(r) when the limit of scope/key allows the request. */
+static void rate_then(struct req *r, struct ratelimit *rl, const char *scope,
+                      const char *key, int per_min,
+                      void (*next)(struct req *r))
 {
-    return rate_ok(r, r->srv->rl_ip, r->client_ip);
+    struct rate_step *s = xmalloc(sizeof(*s));
+    s->r = r;
+    s->next = next;
+    ratelimit_check(r->srv, rl, scope, key, per_min, on_rate, s);
+}
+
+static void ip_rate_then(struct req *r, void (*next)(struct req *r))
+{
+    rate_then(r, r->srv->rl_ip, "ip", r->client_ip,
+              r->srv->cfg->rate_auth_ip_per_min, next);
 }
 
 static void queue_full(struct req *r)
@@ -329,6 +350,12 @@ static void on_register_lookup(void *arg, const struct pg_reply *reply)
         queue_full(r);
 }
 
+static void register_lookup(struct req *r)
+{
+    struct auth_flow *f = r->state;
+    store_user_by_email(r->srv->pg, f->email, on_register_lookup, r);
+}
+
 void api_auth_register(struct req *r)
 {
     struct auth_flow *f = flow_new(r);
@@ -344,9 +371,7 @@ void api_auth_register(struct req *r)
     snprintf(f->display_name, sizeof(f->display_name), "%s",
              name ? name : "");
     free(name);
-    if (!ip_rate_ok(r))
-        return;
-    store_user_by_email(r->srv->pg, f->email, on_register_lookup, r);
+    ip_rate_then(r, register_lookup);
 }
 
 /* ---- login ---- */
@@ -393,6 +418,19 @@ static void on_login_lookup(void *arg, const struct pg_reply *reply)
         queue_full(r);
 }
 
+static void login_lookup(struct req *r)
+{
+    struct auth_flow *f = r->state;
+    store_user_by_email(r->srv->pg, f->email, on_login_lookup, r);
+}
+
+static void login_account_rate(struct req *r)
+{
+    struct auth_flow *f = r->state;
+    rate_then(r, r->srv->rl_account, "acct", f->email,
+              r->srv->cfg->rate_auth_account_per_min, login_lookup);
+}
+
 void api_auth_login(struct req *r)
 {
     struct auth_flow *f = flow_new(r);
@@ -403,11 +441,7 @@ void api_auth_login(struct req *r)
         flow_clear(f);
         return;
     }
-    char key[EMAIL_MAX + 8];
-    snprintf(key, sizeof(key), "acct:%s", f->email);
-    if (!ip_rate_ok(r) || !rate_ok(r, r->srv->rl_account, key))
-        return;
-    store_user_by_email(r->srv->pg, f->email, on_login_lookup, r);
+    ip_rate_then(r, login_account_rate);
 }
 
 /* ---- refresh ---- */
@@ -476,17 +510,10 @@ static bool read_refresh_token(struct req *r, struct auth_flow *f)
     return true;
 }
 
-void api_auth_refresh(struct req *r)
+static void refresh_rotate(struct req *r)
 {
-    struct auth_flow *f = flow_new(r);
+    struct auth_flow *f = r->state;
     char id[UUID_STR_LEN + 1], ttl[16];
-    f->status = 200;
-    if (!read_refresh_token(r, f)) {
-        flow_clear(f);
-        return;
-    }
-    if (!ip_rate_ok(r))
-        return;
     if (ids_uuid7(id) < 0 || !new_secret("", f->refresh, sizeof(f->refresh))) {
         reply_problem_clear(r, 500, "internal_error", "no randomness");
         return;
@@ -495,6 +522,17 @@ void api_auth_refresh(struct req *r)
     snprintf(ttl, sizeof(ttl), "%d", r->srv->cfg->refresh_token_ttl);
     store_refresh_rotate(r->srv->pg, f->password, id, f->refresh_hash, ttl,
                          on_rotated, r);
+}
+
+void api_auth_refresh(struct req *r)
+{
+    struct auth_flow *f = flow_new(r);
+    f->status = 200;
+    if (!read_refresh_token(r, f)) {
+        flow_clear(f);
+        return;
+    }
+    ip_rate_then(r, refresh_rotate);
 }
 
 /* ---- logout ---- */

@@ -10,12 +10,13 @@ import select
 import socket
 import threading
 import time
+import uuid
 
 import pytest
 import requests
 
 from conftest import (assert_problem, assert_retry_after, login, register,
-                      unique_email)
+                      require_env, unique_email)
 
 JSON_CT = {"Content-Type": "application/json"}
 
@@ -324,3 +325,28 @@ def test_login_flood_keeps_loop_responsive(make_server):
     print("loop lag max:", lag and lag.group(1))
     if lag:
         assert float(lag.group(1)) < 0.2, "the loop stalled"
+
+
+def test_rate_limit_shared_through_redis(make_server):
+    """With Redis, two instances enforce one limit between them (DESIGN.md
+    §7): the per-IP budget spent on one is spent on the other."""
+    env = {"CORRAL_RATE_AUTH_IP_PER_MIN": "4", "CORRAL_TRUST_PROXY": "true",
+           "CORRAL_REDIS_URL": require_env("CORRAL_TEST_REDIS_URL")}
+    first = make_server(env=env)
+    second = make_server(db=first.db, env=env)
+    # A client address of its own: Redis may hold other tests' windows.
+    client = {"X-Forwarded-For": f"client-{uuid.uuid4().hex}"}
+
+    def attempt(srv):
+        return srv.post("/auth/login", json={"email": unique_email("sh"),
+                                             "password": "whatever-pw"},
+                        headers=client)
+
+    statuses = [attempt(srv).status_code
+                for srv in (first, second, first, second)]
+    assert statuses == [401] * 4, statuses
+    r = attempt(second)
+    assert_problem(r, 429, "rate_limited")
+    assert_retry_after(r)
+    r = attempt(first)
+    assert_problem(r, 429, "rate_limited")
