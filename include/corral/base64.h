@@ -15,6 +15,8 @@ void base64url_encode(struct buf *out, const void *data, size_t n);
 int base64_decode(struct buf *out, const char *s, size_t n);
 int base64url_decode(struct buf *out, const char *s, size_t n);
 void hex_encode(struct buf *out, const void *data, size_t n);
+/* The value of one hex digit (either case), or -1. */
+int hex_digit(int c);
 /* Decodes exactly outlen bytes from 2*outlen hex digits. 0 or -1. */
 int hex_decode(uint8_t *out, size_t outlen, const char *s, size_t n);
 

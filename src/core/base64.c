@@ -159,7 +159,7 @@ void hex_encode(struct buf *out, const void *data, size_t n)
     out->data[out->len] = '\0';
 }
 
-static int hex_val(unsigned char c)
+int hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -175,8 +175,8 @@ int hex_decode(uint8_t *out, size_t outlen, const char *s, size_t n)
     if (outlen > SIZE_MAX / 2 || n != 2 * outlen)
         return -1;
     for (size_t i = 0; i < outlen; i++) {
-        int hi = hex_val((unsigned char)s[2 * i]);
-        int lo = hex_val((unsigned char)s[2 * i + 1]);
+        int hi = hex_digit((unsigned char)s[2 * i]);
+        int lo = hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             /* Leave no half-decoded key behind. */
             memset(out, 0, outlen);

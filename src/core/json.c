@@ -15,6 +15,7 @@
  * tokens and on the text being valid. A document costs the text plus 28
  * bytes per token; throughput is roughly 100 MB/s (about 8 ms for a
  * 1 MiB document), so large limits belong off the loop. */
+#include "corral/base64.h"
 #include "corral/json.h"
 
 #include <limits.h>
@@ -97,23 +98,12 @@ static int walk_mismatch(struct walk *w)
     return walk_fail(w, JSON_E_SYNTAX, "tokenizer disagrees with the grammar");
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The four hex digits at p (which must be readable), or -1. */
 static long hex4(const unsigned char *p)
 {
     long v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
+        int h = hex_digit(p[i]);
         if (h < 0)
             return -1;
         v = v << 4 | h;

@@ -27,6 +27,7 @@
  * Re-entrancy: user callbacks run with r->in_callback raised. redis_free
  * called there only marks the handle closing and leaves the teardown to
  * the `deferred` event, after hiredis and this file have unwound. */
+#include "corral/base64.h"
 #include "corral/redis.h"
 #include "corral/server.h"
 
@@ -138,17 +139,6 @@ static void rconn_free_secret(char *s)
 
 /* ---- url parsing -------------------------------------------------------- */
 
-static int rconn_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) into a new string: a password may need to carry
  * '@', ':' or '/'. NULL on a bad escape or an encoded NUL (AUTH would
  * silently cut the password there). */
@@ -159,8 +149,8 @@ static char *rconn_pct_decode(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '%') {
-            int hi = i + 2 < n ? rconn_hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? rconn_hexval(s[i + 2]) : -1;
+            int hi = i + 2 < n ? hex_digit(s[i + 1]) : -1;
+            int lo = i + 2 < n ? hex_digit(s[i + 2]) : -1;
             if (hi < 0 || lo < 0 || (hi | lo) == 0) {
                 explicit_bzero(out, n + 1);
                 free(out);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "corral/base64.h"
 #include "corral/log.h"
 #include "corral/mem.h"
 #include "corral/pg.h"
@@ -22,17 +23,6 @@ const char *req_header(const struct req *r, const char *name)
     return r->ev ? evhtp_header_find(r->ev->headers_in, name) : NULL;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) into a string that lives as long as r ('+' is
  * a space in query strings). */
 static const char *url_decode_keep(struct req *r, const char *s, size_t n)
@@ -41,8 +31,8 @@ static const char *url_decode_keep(struct req *r, const char *s, size_t n)
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         int hi, lo;
-        if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 &&
-            (lo = hexval(s[i + 2])) >= 0) {
+        if (s[i] == '%' && i + 2 < n && (hi = hex_digit(s[i + 1])) >= 0 &&
+            (lo = hex_digit(s[i + 2])) >= 0) {
             a->data[o++] = (char)(hi * 16 + lo);
             i += 2;
         } else {
