@@ -246,7 +246,6 @@ static bool valid_request_id(const char *s)
 
 static void set_request_id(struct req *r)
 {
-    static uint64_t counter; /* ids only need to be unique per process */
     const char *given = evhtp_header_find(r->ev->headers_in, "X-Request-Id");
     if (given && valid_request_id(given)) {
         snprintf(r->id, sizeof(r->id), "%s", given);
@@ -254,7 +253,7 @@ static void set_request_id(struct req *r)
     }
     snprintf(r->id, sizeof(r->id), "%llx-%llx",
              (unsigned long long)server_now(),
-             (unsigned long long)++counter);
+             (unsigned long long)++r->srv->http->request_ids);
 }
 
 static void set_client_ip(struct req *r, struct http_conn *hc)

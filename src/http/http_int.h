@@ -23,6 +23,7 @@ struct http_server {
     struct http_conn *dead;  /* closed, freed on the next iteration */
     struct event *reaper;    /* frees the dead list */
     uint64_t closed_ids;     /* request ids of answers given at close */
+    uint64_t request_ids;    /* request ids: unique per process */
 };
 
 /* Finishes r once answered: metrics, access log, in-flight count; frees

@@ -98,6 +98,7 @@ void run_release(struct run *run)
 {
     if (--run->refs > 0)
         return;
+    struct chat_rt *rt = run->chat;
     if (run->timer)
         event_free(run->timer);
     free(run->content);
@@ -106,6 +107,8 @@ void run_release(struct run *run)
         free(run->finish[i]);
     turn_map_deinit(&run->map);
     free(run);
+    if (--rt->nruns == 0)
+        chat_rt_release_idle(rt);
 }
 
 static void write_finish(struct run *run);
@@ -254,8 +257,8 @@ static void on_run_finished(void *arg, const struct pg_reply *reply)
         rt->active = NULL;
         run_release(run); /* the slot's reference */
     }
-    run_release(run);
     rt_kick(rt);
+    run_release(run); /* last: it may free rt */
 }
 
 static void error_json(const struct run *run, struct buf *out)
@@ -363,7 +366,6 @@ static void on_run_loaded(void *arg, const struct pg_reply *reply)
     struct chat_rt *rt = run->chat;
     snprintf(rt->session_id, sizeof(rt->session_id), "%s",
              pg_val(res, 0, RUNLOAD_SESSION));
-    rt->session_started |= strcmp(pg_val(res, 0, RUNLOAD_STARTED), "t") == 0;
     /* Per-message options override the chat's. */
     const char *opts = pg_val(res, 0, RUNLOAD_OPTIONS);
     struct json_doc *d = NULL;
@@ -410,6 +412,7 @@ void chats_enqueue(struct chats *c, const struct run_spec *spec)
     struct chat_rt *rt = rt_get(c, spec->chat_id);
     struct run *run = xcalloc(1, sizeof(*run));
     run->chat = rt;
+    rt->nruns++;
     run->spec = *spec;
     run->phase = RUN_PHASE_QUEUED;
     run->thinking = -1;
@@ -461,6 +464,7 @@ void chats_delete(struct chats *c, const char *chat_id)
 {
     struct chat_rt *rt = rt_get(c, chat_id);
     struct server *srv = c->srv;
+    const char *err = NULL;
     rt->deleted = true;
     drop_queue(rt);
     if (rt->active && !rt->active->ending)
@@ -471,11 +475,38 @@ void chats_delete(struct chats *c, const char *chat_id)
         gateway_close(rt->gw);
         rt->gw = NULL;
     }
-    if (rt->sb) {
+    /* The workspace may exist on disk without a live runtime (an earlier
+     * process, or a chat idle long enough to be let go). */
+    if (!rt->sb)
+        rt->sb = sandbox_local.open(srv, rt->id, &err);
+    if (rt->sb)
         sandbox_local.destroy(rt->sb);
-        rt->sb = NULL;
-    }
+    else
+        log_error("chat %s: workspace not removed: %s", chat_id,
+                  err ? err : "?");
+    rt->sb = NULL;
     rt->sandbox_state = "none";
+    chat_rt_release_idle(rt);
+}
+
+void chat_rt_release_idle(struct chat_rt *rt)
+{
+    struct chats *c = rt->reg;
+    if (c->closing || rt->nruns || rt->active || rt->q_head || rt->cli)
+        return;
+    if (rt->gw)
+        gateway_close(rt->gw);
+    if (rt->sb)
+        sandbox_local.close(rt->sb);
+    struct chat_rt **pp = &c->list;
+    while (*pp && *pp != rt)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = rt->next;
+    if (rt->idle_timer)
+        event_free(rt->idle_timer);
+    free(rt->cli_prompt);
+    free(rt);
 }
 
 void chats_settings_changed(struct chats *c, const char *chat_id)

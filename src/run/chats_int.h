@@ -68,7 +68,7 @@ struct chat_rt {
     int64_t cli_thinking;
     char *cli_prompt;          /* launch setting */
     char session_id[CHATS_ID_LEN + 1];
-    bool session_started;
+    int nruns;                 /* runs allocated for this chat, any state */
     struct event *idle_timer;
     bool deleted;
 };

@@ -70,7 +70,6 @@ static void on_result(struct run *run, const struct turn_line *tl)
 {
     struct chat_rt *rt = run->chat;
     rt->cli_state = CLI_IDLE;
-    rt->session_started = true;
     run->result = *tl;
     run->have_result = true;
     if (run->interrupted)
@@ -167,6 +166,7 @@ static void cli_on_exit(void *arg, int status, const char *tail)
              WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
     if (!ours) {
         turn_idle_check(rt);
+        chat_rt_release_idle(rt); /* nothing runs: let its resources go */
         return;
     }
     if (run->interrupted) {

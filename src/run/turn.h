@@ -18,6 +18,11 @@ void chat_publish(struct run *run, const char *type, const struct buf *data,
 void chat_publish_error(struct run *run, const char *code,
                         const char *detail);
 
+/* Frees rt (closing its gateway and sandbox) when nothing holds it: no
+ * run of the chat allocated, no CLI. The chat's next message makes a new
+ * runtime. Not during shutdown (chats_free frees everything). */
+void chat_rt_release_idle(struct chat_rt *rt);
+
 /* turn.c */
 /* Starts the active run after it was loaded (SANDBOX_PREPARE onwards). */
 void turn_start(struct run *run);

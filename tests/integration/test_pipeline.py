@@ -358,3 +358,50 @@ def service_owner():
         return (None, None)
     pw = pwd.getpwnam(name)
     return (pw.pw_uid, pw.pw_gid)
+
+
+def test_idle_chat_lets_go_and_comes_back(make_server, model):
+    """After cli_idle_timeout_s the CLI closes and the chat's runtime is let
+    go; the next message reopens the same workspace and session, and
+    deleting the chat then still removes its workspace."""
+    srv = make_server(env={
+        "CORRAL_MODEL_UPSTREAM_URL": model.base,
+        "CORRAL_CLI_PATH": cli_path(),
+        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
+        "CORRAL_CLI_MAX_RETRIES": "0",
+        "CORRAL_CLI_IDLE_TIMEOUT_S": "1",
+    })
+    _TEST_SERVERS.append(srv)
+    model.scenario([
+        {"match": {"user_text_contains": "make it"},
+         "reply": {"blocks": [{"type": "tool_use", "name": "Bash",
+                               "input": {"command": "echo kept > k.txt"}}]}},
+        {"match": {"tool_result": True},
+         "reply": {"blocks": [{"type": "text", "text": "made"}]}},
+        {"match": {"user_text_contains": "recall"}, "reply": {"echo": True}},
+    ])
+    u = register(srv)
+    chat = Chat(srv, u, permission_mode="auto")
+    first = chat.send("make it")
+    assert chat.wait_reply(first["reply"]["id"])["status"] == "completed"
+    deadline = time.time() + 15
+    while time.time() < deadline and not any(
+            "CLI exited" in line for line in srv.log_lines()):
+        time.sleep(0.2)
+    assert any("CLI exited" in line for line in srv.log_lines())
+    second = chat.send("recall")
+    reply = chat.wait_reply(second["reply"]["id"])
+    assert reply["status"] == "completed", reply
+    assert "make it" in reply["content"][-1]["text"]
+    with open(os.path.join(chat.workspace(), "k.txt")) as f:
+        assert f.read() == "kept\n"
+    deadline = time.time() + 15
+    while time.time() < deadline and sum(
+            "CLI exited" in line for line in srv.log_lines()) < 2:
+        time.sleep(0.2)
+    r = srv.delete(f"/chats/{chat.id}", token=u.access)
+    assert r.status_code == 204, r.text
+    deadline = time.time() + 10
+    while os.path.exists(chat.workspace()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(chat.workspace())
