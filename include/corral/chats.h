@@ -50,6 +50,28 @@ void chats_delete(struct chats *c, const char *chat_id);
  * turn relaunches it with --resume. */
 void chats_settings_changed(struct chats *c, const char *chat_id);
 
+/* A user's answer to a pending permission request (API.md
+ * "Permissions"). JSON members are object text, already validated. */
+struct perm_answer {
+    const char *request_id;
+    const char *user_id;       /* who decided (audit) */
+    bool allow;
+    bool remember;             /* store a rule for the chat */
+    const char *message;       /* sent to the CLI with a deny, or NULL */
+    const char *updated_input; /* replaces the input of an allow, or NULL */
+    const char *answers;       /* AskUserQuestion answers, or NULL */
+};
+/* Answers a request that is pending in one of this process's runs: the
+ * CLI gets its control_response, permission_resolved is published and
+ * cb receives the UPDATE's reply (one row: the request JSON). -1 when no
+ * such request is pending here (cb is not called): decided, expired,
+ * withdrawn, or its run is gone. */
+struct pg_reply;
+int chats_permission_answer(struct chats *c, const char *chat_id,
+                            const struct perm_answer *a,
+                            void (*cb)(void *arg, const struct pg_reply *r),
+                            void *arg);
+
 struct chat_live {
     const char *status;       /* idle, queued, running, awaiting_permission */
     bool has_run;

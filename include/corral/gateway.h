@@ -29,6 +29,7 @@
 #ifndef CORRAL_GATEWAY_H
 #define CORRAL_GATEWAY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct server;
@@ -63,6 +64,18 @@ void gateway_close(struct gateway *g);
  * arrive (cumulative SSE counts are applied as increments), so an
  * interrupted stream keeps what was metered before the interruption. */
 void gateway_get_usage(const struct gateway *g, struct gateway_usage *out);
+/* Budgets (DESIGN.md §5 "Usage and cost"). fn is called as tokens are
+ * metered, with the increment and the model named by the answer (its
+ * message_start, or the JSON body's model; "" when unknown). */
+typedef void (*gateway_meter_fn)(void *arg, const char *model,
+                                 const struct gateway_usage *delta);
+void gateway_set_meter(struct gateway *g, gateway_meter_fn fn, void *arg);
+/* While refusing, each new request is answered 402 with an Anthropic
+ * error body {"type":"error","error":{"type":"billing_error","message":
+ * message}} without going upstream (the CLI does not retry 402). */
+void gateway_set_refuse(struct gateway *g, bool refuse, const char *message);
+/* Requests refused so far. */
+uint64_t gateway_refusals(const struct gateway *g);
 /* Overrides the upstream timeouts for requests started afterwards
  * (milliseconds; 0 = none for total_ms). Tests and tuning. */
 void gateway_set_timeouts(struct gateway *g, long connect_ms, long total_ms);
