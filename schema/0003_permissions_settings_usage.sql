@@ -93,3 +93,33 @@ CREATE TABLE usage_ledger (
     created_at                   timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX usage_ledger_user_time ON usage_ledger (user_id, created_at);
+
+-- The price row of a model: its exact id, or the longest id that is a
+-- prefix of a dated name (claude-sonnet-4-5 prices
+-- claude-sonnet-4-5-20250929). No row: the model has no price (cost 0).
+CREATE FUNCTION model_price(model text) RETURNS SETOF models
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM models
+    WHERE $1 = id OR $1 LIKE replace(replace(id, '_', '\_'), '%', '\%') || '-%'
+    ORDER BY length(id) DESC LIMIT 1
+$$;
+
+-- A user's monthly budget: the lower of their own value and the admin's
+-- cap (NULL: no budget), and what the ledger holds for the current
+-- calendar month (UTC).
+CREATE FUNCTION budget_state(uid uuid,
+                             OUT limit_usd numeric, OUT spent_usd numeric)
+LANGUAGE sql STABLE AS $$
+    SELECT (SELECT CASE WHEN s.monthly_budget_usd IS NULL
+                        THEN u.monthly_budget_cap_usd
+                        WHEN u.monthly_budget_cap_usd IS NULL
+                        THEN s.monthly_budget_usd
+                        ELSE least(s.monthly_budget_usd,
+                                   u.monthly_budget_cap_usd) END
+              FROM users u LEFT JOIN user_settings s ON s.user_id = u.id
+             WHERE u.id = $1),
+           (SELECT COALESCE(sum(cost_usd), 0) FROM usage_ledger
+             WHERE user_id = $1 AND created_at >=
+                   date_trunc('month', now() AT TIME ZONE 'UTC')
+                   AT TIME ZONE 'UTC')
+$$;

@@ -68,6 +68,7 @@ struct config {
     int cli_launch_timeout_ms;  /* spawn to initialize response */
     int turn_timeout_ms;      /* STREAMING phase timeout */
     int sandbox_prepare_timeout_ms;
+    int permission_timeout_s; /* an unanswered request is denied */
     int max_queued_messages;  /* per chat */
     /* sandboxes (local provider) */
     int sandbox_mem_mb;       /* RLIMIT_AS of sandbox processes */

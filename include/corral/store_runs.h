@@ -19,11 +19,19 @@ void store_send_message(struct pg_pool *pg, const char *const params[9],
 
 /* One row: chat model, permission_mode, system_prompt_append,
  * session_id, session_started, prompt_edited, deleted, user content
- * (the text), message model, options (JSON text), owner_id. */
+ * (the text), message model, options (JSON text), owner_id; then the
+ * owner's settings (defaults without a row): system_prompt_append,
+ * env_enc, mcp_servers, disallowed_tools (JSON text) and
+ * allow_background_tools; the owner's budget_state() (limit or NULL,
+ * spent); the prices of the run's model (NULL without a price) per
+ * million input, output, cache-write and cache-read tokens. */
 enum {
     RUNLOAD_MODEL, RUNLOAD_MODE, RUNLOAD_PROMPT, RUNLOAD_SESSION,
     RUNLOAD_STARTED, RUNLOAD_EDITED, RUNLOAD_DELETED, RUNLOAD_CONTENT,
-    RUNLOAD_MSG_MODEL, RUNLOAD_OPTIONS, RUNLOAD_OWNER
+    RUNLOAD_MSG_MODEL, RUNLOAD_OPTIONS, RUNLOAD_OWNER, RUNLOAD_USER_PROMPT,
+    RUNLOAD_ENV, RUNLOAD_MCP, RUNLOAD_DISALLOWED, RUNLOAD_BACKGROUND,
+    RUNLOAD_BUDGET_LIMIT, RUNLOAD_BUDGET_SPENT, RUNLOAD_PRICE_INPUT,
+    RUNLOAD_PRICE_OUTPUT, RUNLOAD_PRICE_CACHE_WRITE, RUNLOAD_PRICE_CACHE_READ
 };
 void store_run_load(struct pg_pool *pg, const char *run_id, pg_cb cb,
                     void *arg);
@@ -33,11 +41,15 @@ void store_run_phase(struct pg_pool *pg, const char *run_id,
                      const char *reply_id, const char *phase,
                      const char *status, pg_cb cb, void *arg);
 
-/* Records the end of a run: the reply's final status, content, usage,
- * cost, error and model; the run's phase; the chat's activity and
- * session_started. params: run_id, reply_id, status, phase, content,
- * usage, cost, error (JSON or NULL), model, session_started ("t"/"f"). */
-void store_run_finish(struct pg_pool *pg, const char *const params[10],
+/* Records the end of a run: the reply's final status, content, usage
+ * priced from the models table, cost, error and model; the usage ledger
+ * rows; the run's phase; the chat's activity and session_started.
+ * params: run_id, reply_id, status, phase, content, usage (a JSON array
+ * of {model, input_tokens, output_tokens, cache_creation_input_tokens,
+ * cache_read_input_tokens}), error (JSON or NULL), model,
+ * session_started ("t"/"f"). Rows: the data of each `usage` event (text),
+ * in the order given. */
+void store_run_finish(struct pg_pool *pg, const char *const params[9],
                       pg_cb cb, void *arg);
 
 /* Fails every unfinished run (and its reply) with instance_lost. */

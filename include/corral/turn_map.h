@@ -68,9 +68,5 @@ void turn_map_line(struct turn_map *t, const struct json_doc *doc,
                    turn_emit_fn emit, void *arg, struct turn_line *out);
 /* Writes the assistant message's content: [{type, index, ...}, ...]. */
 void turn_map_content(const struct turn_map *t, struct buf *out);
-/* Writes the data of a usage event for row u (cost_usd given). */
-void turn_map_usage_event(const struct turn_map *t,
-                          const struct turn_usage *u, double cost_usd,
-                          struct buf *out);
 
 #endif

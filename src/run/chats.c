@@ -16,6 +16,8 @@
 #include "corral/sandbox.h"
 #include "corral/server.h"
 #include "corral/store_runs.h"
+#include "budget.h"
+#include "perm.h"
 #include "turn.h"
 
 /* ---- registry ---- */
@@ -102,7 +104,7 @@ void run_release(struct run *run)
     if (run->timer)
         event_free(run->timer);
     free(run->content);
-    free(run->prompt);
+    launch_free(&run->launch);
     for (int i = 0; i < 3; i++)
         free(run->finish[i]);
     turn_map_deinit(&run->map);
@@ -202,13 +204,23 @@ bool run_set_phase(struct run *run, enum run_phase to)
 
 static void rt_kick(struct chat_rt *rt);
 
+/* The turn's usage per model: the result's, or without one what the
+ * gateway metered (tokens spent upstream are charged either way). */
 static void usage_json(const struct run *run, struct buf *out)
 {
     struct json_w w;
+    struct turn_usage metered;
+    const struct turn_usage *rows = run->result.usage;
+    int n = run->have_result ? run->result.nusage : 0;
+    if ((!run->have_result || !run->result.usage_per_model) &&
+        budget_metered_usage(run, &metered)) {
+        rows = &metered;
+        n = 1;
+    }
     json_w_init(&w, out);
     json_w_arr_begin(&w);
-    for (int i = 0; run->have_result && i < run->result.nusage; i++) {
-        const struct turn_usage *u = &run->result.usage[i];
+    for (int i = 0; i < n; i++) {
+        const struct turn_usage *u = &rows[i];
         json_w_obj_begin(&w);
         json_w_kstr(&w, "model", u->model[0] ? u->model : run->model);
         json_w_kint(&w, "input_tokens", u->input_tokens);
@@ -217,24 +229,20 @@ static void usage_json(const struct run *run, struct buf *out)
                     u->cache_creation_input_tokens);
         json_w_kint(&w, "cache_read_input_tokens",
                     u->cache_read_input_tokens);
-        json_w_key(&w, "cost_usd");
-        json_w_double(&w, 0.0); /* pricing: see docs/notes.md */
         json_w_obj_end(&w);
     }
     json_w_arr_end(&w);
 }
 
-static void publish_usage(struct run *run)
+/* One `usage` event per model, priced by the finish statement. */
+static void publish_usage(struct run *run, const PGresult *res)
 {
-    for (int i = 0; run->have_result && i < run->result.nusage; i++) {
-        struct turn_usage u = run->result.usage[i];
-        if (!u.model[0])
-            snprintf(u.model, sizeof(u.model), "%s", run->model);
-        struct buf data;
-        buf_init(&data);
-        turn_map_usage_event(&run->map, &u, 0.0, &data);
+    for (int i = 0; i < PQntuples(res); i++) {
+        struct buf data = {0};
+        const char *v = pg_val(res, i, 0);
+        data.data = (char *)v;
+        data.len = strlen(v);
         chat_publish(run, "usage", &data, true);
-        buf_deinit(&data);
     }
 }
 
@@ -249,7 +257,8 @@ static void on_run_finished(void *arg, const struct pg_reply *reply)
     if (reply->status != PG_OK)
         log_error("run %s: result not stored: %s", run->spec.run_id,
                   reply->errmsg);
-    publish_usage(run);
+    else
+        publish_usage(run, reply->res);
     run_set_phase(run, run->final);
     publish_status(run, run->err_code[0] ? run->err_code : NULL,
                    run->err_detail);
@@ -276,6 +285,8 @@ void end_run(struct run *run, enum run_phase final, const char *code,
 {
     if (run->ending)
         return;
+    perm_end_run(run, final == RUN_PHASE_CANCELLED ? "interrupt"
+                                                   : "cli_cancelled");
     run->ending = true;
     run->final = final;
     if (run->timer)
@@ -307,10 +318,10 @@ void end_run(struct run *run, enum run_phase final, const char *code,
 static void write_finish(struct run *run)
 {
     enum run_phase final = run->final;
-    const char *params[10] = {
+    const char *params[9] = {
         run->spec.run_id, run->spec.reply_id,
         run_phase_message_status(final), run_phase_name(final),
-        run->finish[0], run->finish[1], "0", run->finish[2],
+        run->finish[0], run->finish[1], run->finish[2],
         run->model[0] ? run->model : NULL,
         run->have_result ? "t" : "f",
     };
@@ -360,7 +371,6 @@ static void on_run_loaded(void *arg, const struct pg_reply *reply)
     snprintf(run->model, sizeof(run->model), "%s",
              msg_model ? msg_model : pg_val(res, 0, RUNLOAD_MODEL));
     run->content = xstrdup(pg_val(res, 0, RUNLOAD_CONTENT));
-    run->prompt = xstrdup(pg_val(res, 0, RUNLOAD_PROMPT));
     run->prompt_edited = strcmp(pg_val(res, 0, RUNLOAD_EDITED), "t") == 0;
     snprintf(run->mode, sizeof(run->mode), "%s", pg_val(res, 0, RUNLOAD_MODE));
     struct chat_rt *rt = run->chat;
@@ -380,8 +390,15 @@ static void on_run_loaded(void *arg, const struct pg_reply *reply)
                        &run->thinking);
         json_doc_free(d);
     }
+    const char *err = NULL;
     run->loaded = true;
-    if (strcmp(pg_val(res, 0, RUNLOAD_DELETED), "t") == 0)
+    if (!launch_load(&run->launch, res, pg_val(res, 0, RUNLOAD_PROMPT),
+                     run->chat->reg->srv->secret_key, &err))
+        end_run(run, RUN_PHASE_FAILED, "sandbox_failed", err);
+    else if (!budget_load(run, res))
+        end_run(run, RUN_PHASE_FAILED, "budget_exceeded",
+                "the monthly budget is used up");
+    else if (strcmp(pg_val(res, 0, RUNLOAD_DELETED), "t") == 0)
         end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
     else
         turn_start(run);
@@ -505,7 +522,6 @@ void chat_rt_release_idle(struct chat_rt *rt)
         *pp = rt->next;
     if (rt->idle_timer)
         event_free(rt->idle_timer);
-    free(rt->cli_prompt);
     free(rt);
 }
 
@@ -626,7 +642,6 @@ void chats_free(struct chats *c)
         }
         if (rt->idle_timer)
             event_free(rt->idle_timer);
-        free(rt->cli_prompt);
         free(rt);
     }
     free(c->cli_real);

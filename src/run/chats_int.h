@@ -6,13 +6,16 @@
 #include <stdint.h>
 
 #include "corral/chats.h"
+#include "corral/gateway.h"
 #include "corral/run.h"
 #include "corral/turn_map.h"
+#include "launch.h"
 
 struct event;
 struct sandbox;
 struct gateway;
 struct cli_proc;
+struct perm_req;
 
 enum cli_state { CLI_NONE, CLI_STARTING, CLI_IDLE, CLI_BUSY, CLI_CLOSING };
 
@@ -31,7 +34,7 @@ struct run {
     char model[104];
     char mode[8];              /* ask, auto, plan */
     int64_t thinking;          /* -1: not set */
-    char *prompt;              /* the chat's appended system prompt */
+    struct launch launch;      /* launch settings, once loaded */
     bool prompt_edited;
     struct turn_map map;
     bool user_written;         /* the CLI has our message */
@@ -48,6 +51,16 @@ struct run {
     bool finish_ready;         /* end_run waits for the write in flight */
     char err_code[32];
     char err_detail[512];
+    /* budget (budget.c) */
+    double budget_left;        /* USD when the run started; < 0: none */
+    double price_per_token[4]; /* the run model's: in, out, cache w/r */
+    double metered_usd;        /* this turn so far, by the gateway */
+    bool metering;             /* the turn began on the gateway */
+    uint64_t refusals_before;  /* the gateway's refusals at turn start */
+    struct gateway_usage metered_before;
+    struct perm_req *perms;    /* this run's requests not yet let go */
+    int npending;              /* waiting for the user */
+    const char *perm_end;      /* set once the run stops asking */
 };
 
 struct chat_rt {
@@ -66,7 +79,7 @@ struct chat_rt {
     char cli_model[104];       /* what the live CLI runs with now */
     bool cli_plan;
     int64_t cli_thinking;
-    char *cli_prompt;          /* launch setting */
+    char cli_launch_key[LAUNCH_KEY_LEN + 1]; /* the live CLI's */
     char session_id[CHATS_ID_LEN + 1];
     int nruns;                 /* runs allocated for this chat, any state */
     struct event *idle_timer;

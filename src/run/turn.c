@@ -17,13 +17,13 @@
 #include "corral/mem.h"
 #include "corral/sandbox.h"
 #include "corral/server.h"
+#include "budget.h"
+#include "perm.h"
 #include "turn.h"
 
 /* Where the in-sandbox forwarder listens; the sandbox has its own network
  * namespace, so any port is free there. */
 #define GATEWAY_PORT 8484
-#define BACKGROUND_TOOLS "CronCreate,CronDelete,CronList,ScheduleWakeup," \
-                         "RemoteTrigger"
 
 struct ctl_ctx {
     struct chat_rt *rt;
@@ -72,41 +72,17 @@ static void on_result(struct run *run, const struct turn_line *tl)
     rt->cli_state = CLI_IDLE;
     run->result = *tl;
     run->have_result = true;
+    budget_cross_check(run);
     if (run->interrupted)
         end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
+    else if (tl->is_error && budget_refused(run))
+        fail(run, "budget_exceeded", "the monthly budget was reached during "
+                                     "this turn");
     else if (tl->is_error)
         fail(run, "model_error", tl->error_text[0] ? tl->error_text
                                                    : "the model call failed");
     else
         end_run(run, RUN_PHASE_DONE, NULL, NULL);
-}
-
-/* can_use_tool before the approval flow exists: `auto` allows; the other
- * modes deny with a message the model sees. Never left unanswered. */
-static void answer_permission(struct chat_rt *rt, const struct json_doc *d,
-                              const char *req_id, int request)
-{
-    struct run *run = rt->active;
-    bool allow = run && !run->ending && strcmp(run->mode, "auto") == 0;
-    struct buf out;
-    struct json_w w;
-    buf_init(&out);
-    json_w_init(&w, &out);
-    json_w_obj_begin(&w);
-    json_w_kstr(&w, "behavior", allow ? "allow" : "deny");
-    if (allow) {
-        size_t len;
-        const char *input = json_raw(d, json_get(d, request, "input"), &len);
-        json_w_key(&w, "updatedInput");
-        json_w_raw(&w, input ? input : "{}", input ? len : 2);
-    } else {
-        json_w_kstr(&w, "message", "Tool use needs approval, which this "
-                                   "server does not offer yet; the chat's "
-                                   "permission mode is not auto.");
-    }
-    json_w_obj_end(&w);
-    cli_proc_respond(rt->cli, req_id, out.data, out.len);
-    buf_deinit(&out);
 }
 
 static void on_cli_request(struct chat_rt *rt, const struct json_doc *d)
@@ -116,7 +92,7 @@ static void on_cli_request(struct chat_rt *rt, const struct json_doc *d)
     if (!id)
         return;
     if (json_str_eq(d, json_get(d, request, "subtype"), "can_use_tool"))
-        answer_permission(rt, d, id, request);
+        perm_on_request(rt, d, id, request);
     else
         cli_proc_respond_error(rt->cli, id, "not supported by this host");
     free(id);
@@ -130,8 +106,13 @@ static void cli_on_line(void *arg, const struct json_doc *d)
         on_cli_request(rt, d);
         return;
     }
-    if (json_str_eq(d, type, "control_cancel_request"))
-        return; /* nothing of ours waits on the CLI's requests */
+    if (json_str_eq(d, type, "control_cancel_request")) {
+        char *id = json_str_dup(d, json_get(d, 0, "request_id"), NULL);
+        if (id)
+            perm_on_cancel(rt, id);
+        free(id);
+        return;
+    }
     struct run *run = rt->active;
     if (!run || run->ending || !run->user_written) {
         log_debug("chat %s: CLI output outside a turn ignored", rt->id);
@@ -283,16 +264,22 @@ static void on_initialized(void *arg, bool ok, const struct json_doc *d,
     begin_turn(run);
 }
 
+/* A growing argv or envp; strings made here are owned and freed. */
 struct argv_b {
-    const char *v[40];
-    char *owned[8];
-    int n, nowned;
+    const char **v;
+    int n, cap;
+    char **owned;
+    int nowned;
 };
 
 static void arg_add(struct argv_b *a, const char *s)
 {
-    if (a->n < 39)
-        a->v[a->n++] = s;
+    if (a->n + 2 > a->cap) {
+        a->cap = a->cap ? 2 * a->cap : 32;
+        a->v = xrealloc(a->v, sizeof(*a->v) * (size_t)a->cap);
+    }
+    a->v[a->n++] = s;
+    a->v[a->n] = NULL;
 }
 
 /* Adds prefix followed by v as one argument ("--resume=" + id). */
@@ -302,6 +289,7 @@ static void arg_cat(struct argv_b *a, const char *prefix, const char *v)
     buf_init(&b);
     buf_puts(&b, prefix);
     buf_puts(&b, v);
+    a->owned = xrealloc(a->owned, sizeof(*a->owned) * (size_t)(a->nowned + 1));
     a->owned[a->nowned++] = buf_steal(&b, NULL);
     arg_add(a, a->owned[a->nowned - 1]);
 }
@@ -310,6 +298,8 @@ static void argv_free(struct argv_b *a)
 {
     for (int i = 0; i < a->nowned; i++)
         free(a->owned[i]);
+    free(a->owned);
+    free(a->v);
 }
 
 /* Whether the CLI wrote the session's transcript: then the next launch
@@ -334,7 +324,7 @@ static void build_argv(struct chat_rt *rt, struct run *run,
     static const char *const fixed[] = {
         "-p", "--output-format", "stream-json", "--verbose",
         "--input-format", "stream-json", "--permission-prompt-tool", "stdio",
-        "--include-partial-messages", "--disallowedTools", BACKGROUND_TOOLS,
+        "--include-partial-messages",
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         arg_add(a, fixed[i]);
@@ -342,9 +332,18 @@ static void build_argv(struct chat_rt *rt, struct run *run,
     arg_add(a, run->model);
     arg_add(a, "--permission-mode");
     arg_add(a, strcmp(run->mode, "plan") == 0 ? "plan" : "default");
-    if (run->prompt && *run->prompt) {
+    if (run->launch.prompt) {
         arg_add(a, "--append-system-prompt");
-        arg_add(a, run->prompt);
+        arg_add(a, run->launch.prompt);
+    }
+    if (run->launch.mcp_config) {
+        arg_add(a, "--mcp-config");
+        arg_add(a, run->launch.mcp_config);
+    }
+    if (run->launch.disallowed && *run->launch.disallowed) {
+        arg_add(a, "--disallowedTools"); /* variadic: up to the next flag */
+        for (char **t = run->launch.disallowed; *t; t++)
+            arg_add(a, *t);
     }
     if (run->thinking >= 0) {
         snprintf(num, sizeof(num), "%lld", (long long)run->thinking);
@@ -357,10 +356,10 @@ static void build_argv(struct chat_rt *rt, struct run *run,
         arg_add(a, "--system-prompt-snapshot");
         arg_add(a, "off");
     }
-    a->v[a->n] = NULL;
 }
 
-static void build_env(const struct config *cfg, struct argv_b *e)
+static void build_env(const struct config *cfg, const struct run *run,
+                      struct argv_b *e)
 {
     char num[24];
     snprintf(num, sizeof(num), "%d", GATEWAY_PORT);
@@ -370,7 +369,8 @@ static void build_env(const struct config *cfg, struct argv_b *e)
     arg_add(e, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1");
     snprintf(num, sizeof(num), "%d", cfg->cli_max_retries);
     arg_cat(e, "CLAUDE_CODE_MAX_RETRIES=", num);
-    e->v[e->n] = NULL;
+    for (char **v = run->launch.env; v && *v; v++)
+        arg_add(e, *v);
 }
 
 static void launch_cli(struct run *run)
@@ -386,7 +386,7 @@ static void launch_cli(struct run *run)
     turn_close_cli(rt, true); /* launched with other settings */
     struct argv_b argv = {0}, env = {0};
     build_argv(rt, run, &argv);
-    build_env(srv->cfg, &env);
+    build_env(srv->cfg, run, &env);
     const char *binds[] = {rt->reg->cli_dir, NULL};
     struct cli_launch l = {argv.v, env.v, binds, GATEWAY_PORT};
     const char *err = NULL;
@@ -401,8 +401,8 @@ static void launch_cli(struct run *run)
     snprintf(rt->cli_model, sizeof(rt->cli_model), "%s", run->model);
     rt->cli_plan = strcmp(run->mode, "plan") == 0;
     rt->cli_thinking = run->thinking;
-    free(rt->cli_prompt);
-    rt->cli_prompt = xstrdup(run->prompt ? run->prompt : "");
+    snprintf(rt->cli_launch_key, sizeof(rt->cli_launch_key), "%s",
+             run->launch.key);
     if (cli_proc_control(rt->cli, "initialize", "\"hooks\":null",
                          on_initialized, ctl_ctx_new(rt)) < 0)
         fail(run, "cli_failed", "the CLI does not accept input");
@@ -412,8 +412,8 @@ static void launch_cli(struct run *run)
 
 static bool cli_reusable(const struct chat_rt *rt, const struct run *run)
 {
-    return rt->cli && rt->cli_state == CLI_IDLE && rt->cli_prompt &&
-           strcmp(rt->cli_prompt, run->prompt ? run->prompt : "") == 0;
+    return rt->cli && rt->cli_state == CLI_IDLE &&
+           strcmp(rt->cli_launch_key, run->launch.key) == 0;
 }
 
 static bool open_sandbox(struct chat_rt *rt, struct run *run)
@@ -451,6 +451,7 @@ void turn_start(struct run *run)
     if (!run_set_phase(run, RUN_PHASE_SANDBOX_PREPARE) ||
         !open_sandbox(rt, run))
         return;
+    budget_begin_turn(run);
     if (cli_reusable(rt, run))
         begin_turn(run);
     else
@@ -473,6 +474,7 @@ void turn_interrupt(struct run *run)
     if (run->interrupted || !rt->cli)
         return;
     run->interrupted = true;
+    perm_end_run(run, "interrupt"); /* before the grace timer: it re-arms */
     /* The turn ends with its result; if none comes in time, the phase
      * timer (re-armed here) kills the CLI and cancels the run. */
     struct timeval tv = ms_to_timeval(ms);

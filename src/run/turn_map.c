@@ -530,20 +530,3 @@ void turn_map_content(const struct turn_map *t, struct buf *out)
     }
     json_w_arr_end(&w);
 }
-
-void turn_map_usage_event(const struct turn_map *t,
-                          const struct turn_usage *u, double cost_usd,
-                          struct buf *out)
-{
-    struct json_w w;
-    begin_event(&w, out, t, -1);
-    json_w_kstr(&w, "model", u->model);
-    json_w_kint(&w, "input_tokens", u->input_tokens);
-    json_w_kint(&w, "output_tokens", u->output_tokens);
-    json_w_kint(&w, "cache_creation_input_tokens",
-                u->cache_creation_input_tokens);
-    json_w_kint(&w, "cache_read_input_tokens", u->cache_read_input_tokens);
-    json_w_key(&w, "cost_usd");
-    json_w_double(&w, cost_usd);
-    json_w_obj_end(&w);
-}

@@ -47,9 +47,20 @@ void store_run_load(struct pg_pool *pg, const char *run_id, pg_cb cb,
              "SELECT c.model, c.permission_mode, c.system_prompt_append,"
              " c.session_id, c.session_started, c.prompt_edited,"
              " c.deleted_at IS NOT NULL, m.content #>> '{}', m.model,"
-             " m.options, c.owner_id"
+             " m.options, c.owner_id,"
+             " COALESCE(s.system_prompt_append, ''),"
+             " COALESCE(s.env_enc::text, '{}'),"
+             " COALESCE(s.mcp_servers::text, '{}'),"
+             " COALESCE(s.disallowed_tools::text, '[]'),"
+             " COALESCE(s.allow_background_tools, false),"
+             " b.limit_usd, b.spent_usd, p.price_input, p.price_output,"
+             " p.price_cache_write, p.price_cache_read"
              " FROM runs r JOIN chats c ON c.id = r.chat_id"
-             " JOIN messages m ON m.id = r.user_message_id WHERE r.id = $1",
+             " JOIN messages m ON m.id = r.user_message_id"
+             " LEFT JOIN user_settings s ON s.user_id = c.owner_id"
+             " CROSS JOIN budget_state(c.owner_id) b"
+             " LEFT JOIN LATERAL model_price(COALESCE(m.model, c.model)) p"
+             " ON true WHERE r.id = $1",
              1, p, cb, arg);
 }
 
@@ -68,21 +79,54 @@ void store_run_phase(struct pg_pool *pg, const char *run_id,
              4, p, cb, arg);
 }
 
-void store_run_finish(struct pg_pool *pg, const char *const params[10],
+/* Costs come from the models table as it is when the turn ends
+ * (model_price(), schema 0003); a model without a price costs 0. */
+#define USAGE_ROWS_SQL                                                      \
+    " t AS (SELECT e.ord, e.v->>'model' AS model,"                          \
+    " (e.v->>'input_tokens')::bigint AS input_tokens,"                      \
+    " (e.v->>'output_tokens')::bigint AS output_tokens,"                    \
+    " (e.v->>'cache_creation_input_tokens')::bigint AS cache_creation,"     \
+    " (e.v->>'cache_read_input_tokens')::bigint AS cache_read"              \
+    " FROM json_array_elements($6::json) WITH ORDINALITY AS e(v, ord)),"    \
+    " u AS (SELECT t.*, round((t.input_tokens * COALESCE(m.price_input, 0)" \
+    " + t.output_tokens * COALESCE(m.price_output, 0)"                      \
+    " + t.cache_creation * COALESCE(m.price_cache_write, 0)"                \
+    " + t.cache_read * COALESCE(m.price_cache_read, 0)) / 1000000, 6)"     \
+    " AS cost_usd FROM t LEFT JOIN LATERAL model_price(t.model) m ON true),"
+
+#define USAGE_OBJ_SQL                                                       \
+    "'model', u.model, 'input_tokens', u.input_tokens,"                     \
+    " 'output_tokens', u.output_tokens,"                                    \
+    " 'cache_creation_input_tokens', u.cache_creation,"                     \
+    " 'cache_read_input_tokens', u.cache_read, 'cost_usd', u.cost_usd"
+
+void store_run_finish(struct pg_pool *pg, const char *const params[9],
                       pg_cb cb, void *arg)
 {
     pg_query(pg,
              "WITH r AS (UPDATE runs SET phase = $4, ended_at ="
              " clock_timestamp() WHERE id = $1 RETURNING chat_id),"
              " c AS (UPDATE chats SET last_activity_at = clock_timestamp(),"
-             " session_started = session_started OR $10::boolean"
-             " WHERE id = (SELECT chat_id FROM r))"
-             " UPDATE messages SET status = $3, content = $5::json,"
-             " usage = $6::json, cost_usd = $7::numeric, error = $8::json,"
-             " model = COALESCE($9, model), started_at = COALESCE(started_at,"
-             " clock_timestamp()), completed_at = clock_timestamp()"
-             " WHERE id = $2",
-             10, params, cb, arg);
+             " session_started = session_started OR $9::boolean"
+             " WHERE id = (SELECT chat_id FROM r) RETURNING id, owner_id),"
+             USAGE_ROWS_SQL
+             " l AS (INSERT INTO usage_ledger (user_id, chat_id, message_id,"
+             " model, input_tokens, output_tokens,"
+             " cache_creation_input_tokens, cache_read_input_tokens,"
+             " cost_usd) SELECT c.owner_id, c.id, $2, u.model,"
+             " u.input_tokens, u.output_tokens, u.cache_creation,"
+             " u.cache_read, u.cost_usd FROM u, c WHERE u.input_tokens +"
+             " u.output_tokens + u.cache_creation + u.cache_read > 0),"
+             " msg AS (UPDATE messages SET status = $3, content = $5::json,"
+             " usage = (SELECT COALESCE(json_agg(json_build_object("
+             USAGE_OBJ_SQL ") ORDER BY u.ord), '[]') FROM u),"
+             " cost_usd = (SELECT COALESCE(sum(u.cost_usd), 0) FROM u),"
+             " error = $7::json, model = COALESCE($8, model),"
+             " started_at = COALESCE(started_at, clock_timestamp()),"
+             " completed_at = clock_timestamp() WHERE id = $2)"
+             " SELECT json_build_object('message_id', $2::uuid, "
+             USAGE_OBJ_SQL ")::text FROM u ORDER BY u.ord",
+             9, params, cb, arg);
 }
 
 void store_runs_recover(struct pg_pool *pg, pg_cb cb, void *arg)
