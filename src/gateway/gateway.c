@@ -50,7 +50,7 @@
 #define GW_MAX_JSON (4 << 20)      /* JSON answer kept for metering */
 #define GW_DRAIN_TIMEOUT_S 30      /* to write a last response */
 #define GW_BACKLOG 64
-#define GW_MODEL_MAX 128           /* a model id longer than this is cut */
+#define GW_MODEL_MAX 128           /* longer model ids are reported as "" */
 
 enum gw_state {
     GW_HEAD,    /* reading a request head, or idle between requests */
