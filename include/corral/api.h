@@ -51,4 +51,7 @@ void api_chat_status(struct req *r);
 /* stream.c */
 void api_chat_stream(struct req *r);
 
+/* usage.c */
+void api_usage_get(struct req *r);
+
 #endif

@@ -66,7 +66,9 @@ void gateway_close(struct gateway *g);
 void gateway_get_usage(const struct gateway *g, struct gateway_usage *out);
 /* Budgets (DESIGN.md §5 "Usage and cost"). fn is called as tokens are
  * metered, with the increment and the model named by the answer (its
- * message_start, or the JSON body's model; "" when unknown). */
+ * message_start, or the JSON body's model; "" when unknown). One call per
+ * usage object seen, from inside the gateway's upstream callbacks: fn may
+ * call gateway_set_refuse but must not close the gateway. */
 typedef void (*gateway_meter_fn)(void *arg, const char *model,
                                  const struct gateway_usage *delta);
 void gateway_set_meter(struct gateway *g, gateway_meter_fn fn, void *arg);

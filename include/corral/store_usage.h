@@ -13,4 +13,19 @@ enum { BUDGET_LIMIT, BUDGET_SPENT };
 void store_budget_state(struct pg_pool *pg, const char *user_id, pg_cb cb,
                         void *arg);
 
+/* The usage report of user_id over [from, to) (timestamps as RFC 3339
+ * text): first the totals row, then, when group_by is "day", "model" or
+ * "chat" (NULL: none), one row per group in bytewise order of its key
+ * (day: YYYY-MM-DD in UTC; model id; chat id). No row at all when the
+ * user does not exist. Columns: enum below; the sums and the count are
+ * integer text, cost the exact decimal without trailing zeros, is_total
+ * "1" on the totals row (its key is NULL). */
+enum {
+    USAGE_KEY, USAGE_INPUT, USAGE_OUTPUT, USAGE_CACHE_CREATE,
+    USAGE_CACHE_READ, USAGE_COST, USAGE_MESSAGES, USAGE_IS_TOTAL
+};
+void store_usage_report(struct pg_pool *pg, const char *user_id,
+                        const char *from, const char *to,
+                        const char *group_by, pg_cb cb, void *arg);
+
 #endif

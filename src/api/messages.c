@@ -16,6 +16,7 @@
 #include "corral/mem.h"
 #include "corral/server.h"
 #include "corral/store_runs.h"
+#include "corral/store_usage.h"
 
 #define CONTENT_MAX_CHARS 100000
 #define THINKING_MAX 200000
@@ -124,6 +125,43 @@ static void on_stored(void *arg, const struct pg_reply *reply)
     chats_enqueue(r->srv->chats, &s->spec);
 }
 
+static void send_store(struct req *r)
+{
+    struct send_state *s = r->state;
+    const char *params[9] = {
+        s->spec.chat_id, s->spec.owner_id, s->spec.user_message_id,
+        s->spec.reply_id, s->spec.run_id, s->content_json, s->options_json,
+        s->model, "[]",
+    };
+    store_send_message(r->srv->pg, params, on_stored, r);
+}
+
+/* Over the month's budget nothing is stored (DESIGN.md §5). The check
+ * and the insert are two statements, so two sends racing at the limit
+ * may both pass: the gateway's refusal bounds what a turn then spends. */
+static void on_budget(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    struct send_state *s = r->state;
+    if (reply->status != PG_OK) {
+        send_state_free(s);
+        req_store_error(r, reply->status, reply->errmsg);
+        return;
+    }
+    const char *limit = pg_val(reply->res, 0, BUDGET_LIMIT);
+    const char *spent = pg_val(reply->res, 0, BUDGET_SPENT);
+    /* Both are exact decimals with at most 6 places and well under 2^53
+     * millionths, so their doubles compare as the decimals do. */
+    if (limit && spent && strtod(spent, NULL) >= strtod(limit, NULL)) {
+        send_state_free(s);
+        req_problem(r, 402, "budget_exceeded",
+                    "monthly budget reached: %s USD spent this month of a "
+                    "%s USD limit", spent, limit);
+        return;
+    }
+    send_store(r);
+}
+
 /* Stores and queues a turn; s is r->state, filled but for the ids. */
 static void send_start(struct req *r)
 {
@@ -145,12 +183,7 @@ static void send_start(struct req *r)
         req_problem(r, 500, "internal_error", "no randomness");
         return;
     }
-    const char *params[9] = {
-        s->spec.chat_id, s->spec.owner_id, s->spec.user_message_id,
-        s->spec.reply_id, s->spec.run_id, s->content_json, s->options_json,
-        s->model, "[]",
-    };
-    store_send_message(r->srv->pg, params, on_stored, r);
+    store_budget_state(r->srv->pg, s->spec.owner_id, on_budget, r);
 }
 
 /* Reads the optional run options of a send into s. */

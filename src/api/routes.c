@@ -49,6 +49,7 @@ const struct route http_routes[] = {
      "chat_status"},
     {HTTP_GET, "/api/v1/chats/{id}/stream", api_chat_stream,
      AUTH | ROUTE_QUERY_TOKEN, "chat_stream"},
+    {HTTP_GET, "/api/v1/usage", api_usage_get, AUTH, "usage_get"},
 };
 
 const size_t http_routes_count = ARRAY_SIZE(http_routes);

@@ -50,6 +50,7 @@
 #define GW_MAX_JSON (4 << 20)      /* JSON answer kept for metering */
 #define GW_DRAIN_TIMEOUT_S 30      /* to write a last response */
 #define GW_BACKLOG 64
+#define GW_MODEL_MAX 128           /* longer model ids are reported as "" */
 
 enum gw_state {
     GW_HEAD,    /* reading a request head, or idle between requests */
@@ -108,6 +109,7 @@ struct gw_fwd {
     bool skip_event;       /* SSE: this event's data exceeded the cap */
     struct buf body;       /* JSON: the answer, parsed at the end */
     bool body_overflow;
+    char model[GW_MODEL_MAX]; /* named by the answer; "" until then */
 };
 
 struct gw_conn {
@@ -134,6 +136,11 @@ struct gateway {
     dev_t sock_dev; /* the socket file we created, so close */
     ino_t sock_ino; /* removes only that one */
     struct gateway_usage usage;
+    gateway_meter_fn meter_fn; /* budgets: told every increment */
+    void *meter_arg;
+    bool refuse;               /* answer 402 instead of forwarding */
+    char *refuse_msg;
+    uint64_t refusals;
 };
 
 static void conn_process(struct gw_conn *c);
@@ -258,30 +265,46 @@ static void req_reset(struct gw_req *rq)
 
 /* ---- metering ---- */
 
-/* SSE and JSON usage counts are cumulative within one answer, so each
- * new value adds only its increase over the last one seen. */
-static void meter_set(struct gw_fwd *f, int i, uint64_t v)
+static uint64_t *usage_field(struct gateway_usage *u, int i)
 {
-    if (v <= f->cur[i])
-        return;
-    struct gateway_usage *u = &f->g->usage;
     uint64_t *tot[M_COUNT] = {&u->input_tokens, &u->output_tokens,
                               &u->cache_creation_input_tokens,
                               &u->cache_read_input_tokens};
-    *tot[i] += v - f->cur[i];
-    f->cur[i] = v;
+    return tot[i];
 }
 
+/* Remembers the model the answer names (a string; anything else is
+ * ignored), for the meter callback. */
+static void meter_model(struct gw_fwd *f, const struct json_doc *doc, int tok)
+{
+    size_t n;
+    char *m = json_str_dup(doc, tok, &n);
+    if (m && n < sizeof(f->model) && !memchr(m, '\0', n))
+        memcpy(f->model, m, n + 1);
+    free(m);
+}
+
+/* SSE and JSON usage counts are cumulative within one answer, so each
+ * new value adds only its increase over the last one seen. The increase
+ * of one usage object goes to the meter callback in one call. */
 static void meter_usage(struct gw_fwd *f, const struct json_doc *doc, int obj)
 {
     if (json_type(doc, obj) != JSON_OBJECT)
         return;
+    struct gateway_usage delta = {0};
+    bool any = false;
     for (int i = 0; i < M_COUNT; i++) {
         int64_t v;
-        if (json_get_int64(doc, json_get(doc, obj, meter_keys[i]), &v) == 0 &&
-            v >= 0)
-            meter_set(f, i, (uint64_t)v);
+        if (json_get_int64(doc, json_get(doc, obj, meter_keys[i]), &v) != 0 ||
+            v < 0 || (uint64_t)v <= f->cur[i])
+            continue;
+        *usage_field(&delta, i) = (uint64_t)v - f->cur[i];
+        *usage_field(&f->g->usage, i) += (uint64_t)v - f->cur[i];
+        f->cur[i] = (uint64_t)v;
+        any = true;
     }
+    if (any && f->g->meter_fn)
+        f->g->meter_fn(f->g->meter_arg, f->model, &delta);
 }
 
 static void sse_event(struct gw_fwd *f)
@@ -297,9 +320,10 @@ static void sse_event(struct gw_fwd *f)
     if (json_parse(d, n, &json_default_limits, &doc, NULL) != 0)
         return;
     int type = json_get(doc, 0, "type");
-    if (json_str_eq(doc, type, "message_start"))
+    if (json_str_eq(doc, type, "message_start")) {
+        meter_model(f, doc, json_path(doc, 0, "message.model"));
         meter_usage(f, doc, json_path(doc, 0, "message.usage"));
-    else if (json_str_eq(doc, type, "message_delta"))
+    } else if (json_str_eq(doc, type, "message_delta"))
         meter_usage(f, doc, json_get(doc, 0, "usage"));
     json_doc_free(doc);
 }
@@ -389,6 +413,7 @@ static void meter_json(struct gw_fwd *f)
         return;
     if (json_parse(f->body.data, f->body.len, &lim, &doc, NULL) != 0)
         return;
+    meter_model(f, doc, json_get(doc, 0, "model"));
     meter_usage(f, doc, json_get(doc, 0, "usage"));
     json_doc_free(doc);
 }
@@ -630,10 +655,25 @@ static const struct httpc_cbs fwd_cbs = {
     .on_done = fwd_on_done,
 };
 
+/* Over budget: answered here, the upstream never sees the request. */
+static void refuse_request(struct gw_conn *c)
+{
+    struct gateway *g = c->g;
+    g->refusals++;
+    log_info("gateway %s: %s %.*s refused (budget)", g->chat_id,
+             c->req.method, (int)strcspn(c->req.target, "?"), c->req.target);
+    buf_deinit(&c->req.body);
+    reply_error(c, 402, "billing_error", g->refuse_msg, false);
+}
+
 static void forward_start(struct gw_conn *c)
 {
     struct gateway *g = c->g;
     struct gw_req *rq = &c->req;
+    if (g->refuse) {
+        refuse_request(c);
+        return;
+    }
     const char **hdrs = xcalloc(rq->nhdrs + 2, sizeof(*hdrs));
     size_t n = 0;
     for (size_t i = 0; i < rq->nhdrs; i++)
@@ -1214,6 +1254,7 @@ void gateway_close(struct gateway *g)
         crypto_zero(g->key_header, strlen(g->key_header));
         free(g->key_header);
     }
+    free(g->refuse_msg);
     free(g->upstream);
     free(g->sock_path);
     free(g->chat_id);
@@ -1229,4 +1270,23 @@ void gateway_set_timeouts(struct gateway *g, long connect_ms, long total_ms)
 {
     g->connect_ms = connect_ms;
     g->total_ms = total_ms;
+}
+
+void gateway_set_meter(struct gateway *g, gateway_meter_fn fn, void *arg)
+{
+    g->meter_fn = fn;
+    g->meter_arg = arg;
+}
+
+void gateway_set_refuse(struct gateway *g, bool refuse, const char *message)
+{
+    g->refuse = refuse;
+    free(g->refuse_msg);
+    g->refuse_msg = xstrdup(message && *message ? message
+                                                : "monthly budget reached");
+}
+
+uint64_t gateway_refusals(const struct gateway *g)
+{
+    return g->refusals;
 }

@@ -68,6 +68,7 @@ static const char *const upstream_py[] = {
     "START = {'type': 'message_start',\n",
     "         'message': {'id': 'msg_1', 'type': 'message',\n",
     "                     'role': 'assistant', 'content': [],\n",
+    "                     'model': 'claude-test-sse',\n",
     "                     'usage': USAGE}}\n",
     "BLOCK = {'type': 'text', 'text': ''}\n",
     "DELTA = {'type': 'text_delta', 'text': 'Hello message_delta'}\n",
@@ -112,6 +113,7 @@ static const char *const upstream_py[] = {
     "    def route(self):\n",
     "        b = self.body()\n",
     "        name = self.headers.get('X-Test-Mode') or 'echo'\n",
+    "        out('REQUEST ' + name)\n",
     "        getattr(self, 'r_' + name, self.r_echo)(b)\n",
     "\n",
     "    def reply(self, code, data, hdrs):\n",
@@ -130,6 +132,7 @@ static const char *const upstream_py[] = {
     "                'headers': [[k, v] for k, v in self.headers.items()],\n",
     "                'body_len': len(b),\n",
     "                'body_sha256': hashlib.sha256(b).hexdigest(),\n",
+    "                'model': 'claude-test-echo',\n",
     "                'usage': usage}\n",
     "\n",
     "    def r_echo(self, b):\n",
@@ -1213,6 +1216,131 @@ static void test_bad_requests(void **state)
     fx_free(f);
 }
 
+/* ---- tests: budget hooks ---- */
+
+struct meter_log {
+    struct gateway_usage sum; /* every delta added up */
+    int calls;
+    char model[64]; /* of the last call */
+};
+
+static void on_meter(void *arg, const char *model,
+                     const struct gateway_usage *d)
+{
+    struct meter_log *m = arg;
+    m->sum.input_tokens += d->input_tokens;
+    m->sum.output_tokens += d->output_tokens;
+    m->sum.cache_creation_input_tokens += d->cache_creation_input_tokens;
+    m->sum.cache_read_input_tokens += d->cache_read_input_tokens;
+    assert_true(d->input_tokens || d->output_tokens ||
+                d->cache_creation_input_tokens || d->cache_read_input_tokens);
+    m->calls++;
+    snprintf(m->model, sizeof(m->model), "%s", model);
+}
+
+static void assert_meter_matches(struct fx *f, const struct meter_log *m)
+{
+    struct gateway_usage u = usage_of(f);
+    assert_int_equal(m->sum.input_tokens, u.input_tokens);
+    assert_int_equal(m->sum.output_tokens, u.output_tokens);
+    assert_int_equal(m->sum.cache_creation_input_tokens,
+                     u.cache_creation_input_tokens);
+    assert_int_equal(m->sum.cache_read_input_tokens, u.cache_read_input_tokens);
+}
+
+/* The meter callback sees every increment with the answer's model: JSON
+ * (one usage object) and SSE (message_start, then message_delta). */
+static void test_meter_callback(void **state)
+{
+    struct fx *f = fx_new(url_of(""), KEY);
+    struct meter_log m = {0};
+    gateway_set_meter(f->g, on_meter, &m);
+    struct client *c = client_new(f);
+    send_req(c, "POST", MSG_PATH, NULL, "{}", 2);
+    struct resp r;
+    wait_resp(f, c, 5000, &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_int_equal(m.calls, 1);
+    assert_string_equal(m.model, "claude-test-echo");
+    assert_meter_matches(f, &m);
+    assert_usage(f, 1, 11, 7, 3, 5);
+
+    buf_reset(&c->in);
+    send_sse_req(c, "sse");
+    wait_resp(f, c, 5000, &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_int_equal(m.calls, 3);
+    assert_string_equal(m.model, "claude-test-sse");
+    assert_meter_matches(f, &m);
+    assert_usage(f, 2, 36, 49, 7, 14);
+    client_free(c);
+    fx_free(f);
+}
+
+/* A refused request: 402 with the Anthropic error shape; the connection
+ * stays usable. */
+static void expect_refused(struct fx *f, struct client *c, const char *msg)
+{
+    struct resp r;
+    char v[128];
+    buf_reset(&c->in);
+    send_sse_req(c, "sse");
+    wait_resp(f, c, 5000, &r);
+    assert_int_equal(r.status, 402);
+    assert_true(resp_header(&r, "Content-Type", v, sizeof(v)));
+    assert_string_equal(v, "application/json");
+    struct json_doc *doc = parse_json(&r.body);
+    char *s = jstr(doc, "type");
+    assert_string_equal(s, "error");
+    free(s);
+    s = jstr(doc, "error.type");
+    assert_string_equal(s, "billing_error");
+    free(s);
+    s = jstr(doc, "error.message");
+    assert_string_equal(s, msg);
+    free(s);
+    json_doc_free(doc);
+    resp_free(&r);
+    assert_false(c->eof);
+}
+
+/* While refusing, requests never reach the upstream and are counted;
+ * once the refusal is lifted, forwarding resumes. */
+static void test_refuse(void **state)
+{
+    struct fx *f = fx_new(url_of(""), KEY);
+    struct client *c = client_new(f);
+    up_read();
+    int seen = up_count("REQUEST ");
+    assert_int_equal(gateway_refusals(f->g), 0);
+    gateway_set_refuse(f->g, true, "monthly budget reached (10 USD)");
+    expect_refused(f, c, "monthly budget reached (10 USD)");
+    expect_refused(f, c, "monthly budget reached (10 USD)");
+    assert_int_equal(gateway_refusals(f->g), 2);
+    assert_usage(f, 0, 0, 0, 0, 0);
+    /* Give a stray forward time to show up at the upstream. */
+    run_until(f->base, NULL, NULL, 300);
+    up_read();
+    assert_int_equal(up_count("REQUEST "), seen);
+
+    gateway_set_refuse(f->g, false, NULL);
+    struct up_wait w = {"REQUEST ", seen};
+    buf_reset(&c->in);
+    send_sse_req(c, "sse");
+    struct resp r;
+    wait_resp(f, c, 5000, &r);
+    check_sse(c, &r);
+    resp_free(&r);
+    assert_true(run_until(f->base, pred_up, &w, 2000));
+    assert_int_equal(up_count("REQUEST "), seen + 1);
+    assert_int_equal(gateway_refusals(f->g), 2);
+    assert_usage(f, 1, 25, 42, 4, 9);
+    client_free(c);
+    fx_free(f);
+}
+
 /* ---- tests: life cycle ---- */
 
 static bool pred_first_event(void *arg)
@@ -1483,6 +1611,8 @@ int main(void)
         cmocka_unit_test(test_upstream_timeout),
         cmocka_unit_test(test_upstream_closes_mid_response),
         cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_meter_callback),
+        cmocka_unit_test(test_refuse),
         cmocka_unit_test(test_client_disconnect_cancels),
         cmocka_unit_test(test_close_in_flight),
         cmocka_unit_test(test_socket_file),
