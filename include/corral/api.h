@@ -51,4 +51,10 @@ void api_chat_status(struct req *r);
 /* stream.c */
 void api_chat_stream(struct req *r);
 
+/* permissions.c */
+void api_permissions_list(struct req *r);
+void api_permissions_answer(struct req *r);
+void api_permission_rules_list(struct req *r);
+void api_permission_rules_delete(struct req *r);
+
 #endif
