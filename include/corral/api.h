@@ -53,5 +53,10 @@ void api_chat_stream(struct req *r);
 
 /* usage.c */
 void api_usage_get(struct req *r);
+/* permissions.c */
+void api_permissions_list(struct req *r);
+void api_permissions_answer(struct req *r);
+void api_permission_rules_list(struct req *r);
+void api_permission_rules_delete(struct req *r);
 
 #endif

@@ -55,10 +55,12 @@ void store_rules_for_tool(struct pg_pool *pg, const char *chat_id,
 
 /* ---- API reads (src/store/permissions_read.c) ---- */
 
-/* Rows (json) of the chat's requests, oldest first (created_at, id),
- * after the cursor (created_at text "|" id, or NULL), at most limit + 1;
- * pending_only filters status = 'pending'. No rows also when the chat
- * is not the owner's: the caller checks the chat first. */
+/* Rows (json, cursor) of the chat's requests, oldest first (created_at,
+ * id), after the cursor (created_at text "|" id, or NULL), at most
+ * limit + 1; cursor is the row's key in that form. pending_only filters
+ * status = 'pending'. No rows when the chat is not the owner's (or is
+ * deleted); one row with both columns NULL when it is but the page is
+ * empty, so one statement tells 404 from an empty list. */
 void store_perm_list(struct pg_pool *pg, const char *chat_id,
                      const char *owner_id, bool pending_only,
                      const char *cursor, int limit, pg_cb cb, void *arg);
@@ -66,7 +68,8 @@ void store_perm_list(struct pg_pool *pg, const char *chat_id,
 void store_perm_get(struct pg_pool *pg, const char *chat_id,
                     const char *owner_id, const char *request_id, pg_cb cb,
                     void *arg);
-/* Rows (json) of the chat's rules, oldest first, paged like requests. */
+/* Rows (json, cursor) of the chat's rules, oldest first, paged and with
+ * the same rows for a foreign chat or an empty page as requests. */
 void store_rules_list(struct pg_pool *pg, const char *chat_id,
                       const char *owner_id, const char *cursor, int limit,
                       pg_cb cb, void *arg);

@@ -50,6 +50,14 @@ const struct route http_routes[] = {
     {HTTP_GET, "/api/v1/chats/{id}/stream", api_chat_stream,
      AUTH | ROUTE_QUERY_TOKEN, "chat_stream"},
     {HTTP_GET, "/api/v1/usage", api_usage_get, AUTH, "usage_get"},
+    {HTTP_GET, "/api/v1/chats/{id}/permissions", api_permissions_list, AUTH,
+     "permissions_list"},
+    {HTTP_POST, "/api/v1/chats/{id}/permissions/{rid}",
+     api_permissions_answer, AUTH | JSON, "permissions_answer"},
+    {HTTP_GET, "/api/v1/chats/{id}/permission-rules",
+     api_permission_rules_list, AUTH, "permission_rules_list"},
+    {HTTP_DELETE, "/api/v1/chats/{id}/permission-rules/{rule_id}",
+     api_permission_rules_delete, AUTH, "permission_rules_delete"},
 };
 
 const size_t http_routes_count = ARRAY_SIZE(http_routes);
