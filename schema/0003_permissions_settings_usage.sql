@@ -110,12 +110,8 @@ $$;
 CREATE FUNCTION budget_state(uid uuid,
                              OUT limit_usd numeric, OUT spent_usd numeric)
 LANGUAGE sql STABLE AS $$
-    SELECT (SELECT CASE WHEN s.monthly_budget_usd IS NULL
-                        THEN u.monthly_budget_cap_usd
-                        WHEN u.monthly_budget_cap_usd IS NULL
-                        THEN s.monthly_budget_usd
-                        ELSE least(s.monthly_budget_usd,
-                                   u.monthly_budget_cap_usd) END
+    -- least() skips NULLs: one limit set is the limit, none is NULL.
+    SELECT (SELECT least(s.monthly_budget_usd, u.monthly_budget_cap_usd)
               FROM users u LEFT JOIN user_settings s ON s.user_id = u.id
              WHERE u.id = $1),
            (SELECT COALESCE(sum(cost_usd), 0) FROM usage_ledger

@@ -3,22 +3,13 @@
  * the index usage_ledger_user_time. */
 #include "corral/store_usage.h"
 
-/* The start of the current calendar month in UTC, as a timestamptz. */
-#define MONTH_START                                                         \
-    "(date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
-
 void store_budget_state(struct pg_pool *pg, const char *user_id, pg_cb cb,
                         void *arg)
 {
     const char *p[] = {user_id};
-    /* least() skips NULLs: one limit set is the limit, none is NULL. */
     pg_query(pg,
-             "SELECT (SELECT trim_scale(least(s.monthly_budget_usd,"
-             " u.monthly_budget_cap_usd)) FROM users u LEFT JOIN"
-             " user_settings s ON s.user_id = u.id WHERE u.id = $1),"
-             " (SELECT trim_scale(coalesce(sum(l.cost_usd), 0))"
-             " FROM usage_ledger l WHERE l.user_id = $1"
-             " AND l.created_at >= " MONTH_START ")",
+             "SELECT trim_scale(limit_usd), trim_scale(spent_usd)"
+             " FROM budget_state($1)",
              1, p, cb, arg);
 }
 
