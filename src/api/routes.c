@@ -49,6 +49,16 @@ const struct route http_routes[] = {
      "chat_status"},
     {HTTP_GET, "/api/v1/chats/{id}/stream", api_chat_stream,
      AUTH | ROUTE_QUERY_TOKEN, "chat_stream"},
+    {HTTP_GET, "/api/v1/settings", api_settings_get, AUTH, "settings_get"},
+    {HTTP_PUT, "/api/v1/settings", api_settings_put, AUTH | JSON,
+     "settings_put"},
+    {HTTP_GET, "/api/v1/models", api_models_list, AUTH, "models_list"},
+    {HTTP_PUT, "/api/v1/admin/models/{model}", api_admin_model_put,
+     ROUTE_ADMIN | JSON, "admin_model_put"},
+    {HTTP_GET, "/api/v1/admin/users", api_admin_users_list, ROUTE_ADMIN,
+     "admin_users_list"},
+    {HTTP_PATCH, "/api/v1/admin/users/{id}", api_admin_user_patch,
+     ROUTE_ADMIN | JSON, "admin_user_patch"},
 };
 
 const size_t http_routes_count = ARRAY_SIZE(http_routes);
