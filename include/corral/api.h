@@ -58,5 +58,14 @@ void api_permissions_list(struct req *r);
 void api_permissions_answer(struct req *r);
 void api_permission_rules_list(struct req *r);
 void api_permission_rules_delete(struct req *r);
+/* settings.c */
+void api_settings_get(struct req *r);
+void api_settings_put(struct req *r);
+
+/* admin.c: models and the admin endpoints */
+void api_models_list(struct req *r);
+void api_admin_model_put(struct req *r);
+void api_admin_users_list(struct req *r);
+void api_admin_user_patch(struct req *r);
 
 #endif

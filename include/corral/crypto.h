@@ -49,5 +49,15 @@ int crypto_aes_gcm_seal(const uint8_t key[32], const void *pt, size_t n,
                         struct buf *out) __attribute__((warn_unused_result));
 int crypto_aes_gcm_open(const uint8_t key[32], const void *ct, size_t n,
                         struct buf *out) __attribute__((warn_unused_result));
+/* The same with associated data (authenticated, not encrypted): a value
+ * sealed for one context (ad) does not open in another. */
+int crypto_aes_gcm_seal_ad(const uint8_t key[32], const void *ad,
+                           size_t adlen, const void *pt, size_t n,
+                           struct buf *out)
+    __attribute__((warn_unused_result));
+int crypto_aes_gcm_open_ad(const uint8_t key[32], const void *ad,
+                           size_t adlen, const void *ct, size_t n,
+                           struct buf *out)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -99,12 +99,14 @@ bool store_chat_cursor_parse(const char *cursor, struct store_chat_key *out);
 /* True when ts is "YYYY-MM-DDTHH:MM:SS.ffffffZ" (the cursors' form). */
 bool store_cursor_ts_valid(const char *ts);
 
-/* Inserts a chat; one chat row. */
+/* Inserts a chat; one chat row. model and permission_mode NULL: the
+ * owner's settings (default_model while it is an enabled model), else
+ * fallback_model and "ask". */
 void store_chat_insert(struct pg_pool *pg, const char *id,
                        const char *owner_id, const char *title,
                        const char *model, const char *permission_mode,
-                       const char *prompt, const char *session_id, pg_cb cb,
-                       void *arg);
+                       const char *prompt, const char *session_id,
+                       const char *fallback_model, pg_cb cb, void *arg);
 /* One chat row or none. */
 void store_chat_get(struct pg_pool *pg, const char *id, const char *owner_id,
                     pg_cb cb, void *arg);

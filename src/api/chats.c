@@ -190,9 +190,8 @@ void api_chats_create(struct req *r)
     }
     store_chat_insert(r->srv->pg, id, r->auth.user_id,
                       f.title ? f.title : "",
-                      f.model ? f.model : r->srv->cfg->default_model,
-                      f.mode ? f.mode : "ask", f.prompt ? f.prompt : "",
-                      session, on_chat_row, r);
+                      f.model, f.mode, f.prompt ? f.prompt : "", session,
+                      r->srv->cfg->default_model, on_chat_row, r);
     fields_clear(&f); /* pg_query copied the parameters */
 }
 

@@ -58,6 +58,16 @@ const struct route http_routes[] = {
      api_permission_rules_list, AUTH, "permission_rules_list"},
     {HTTP_DELETE, "/api/v1/chats/{id}/permission-rules/{rule_id}",
      api_permission_rules_delete, AUTH, "permission_rules_delete"},
+    {HTTP_GET, "/api/v1/settings", api_settings_get, AUTH, "settings_get"},
+    {HTTP_PUT, "/api/v1/settings", api_settings_put, AUTH | JSON,
+     "settings_put"},
+    {HTTP_GET, "/api/v1/models", api_models_list, AUTH, "models_list"},
+    {HTTP_PUT, "/api/v1/admin/models/{model}", api_admin_model_put,
+     ROUTE_ADMIN | JSON, "admin_model_put"},
+    {HTTP_GET, "/api/v1/admin/users", api_admin_users_list, ROUTE_ADMIN,
+     "admin_users_list"},
+    {HTTP_PATCH, "/api/v1/admin/users/{id}", api_admin_user_patch,
+     ROUTE_ADMIN | JSON, "admin_user_patch"},
 };
 
 const size_t http_routes_count = ARRAY_SIZE(http_routes);

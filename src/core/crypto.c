@@ -288,6 +288,13 @@ static void gcm_setup(mbedtls_gcm_context *gcm, const uint8_t key[32])
 int crypto_aes_gcm_seal(const uint8_t key[32], const void *pt, size_t n,
                         struct buf *out)
 {
+    return crypto_aes_gcm_seal_ad(key, NULL, 0, pt, n, out);
+}
+
+int crypto_aes_gcm_seal_ad(const uint8_t key[32], const void *ad,
+                           size_t adlen, const void *pt, size_t n,
+                           struct buf *out)
+{
     if (n > SIZE_MAX - GCM_NONCE_LEN - GCM_TAG_LEN)
         return -1;
     size_t total = GCM_NONCE_LEN + n + GCM_TAG_LEN;
@@ -303,7 +310,7 @@ int crypto_aes_gcm_seal(const uint8_t key[32], const void *pt, size_t n,
     mbedtls_gcm_context gcm;
     gcm_setup(&gcm, key);
     int rc = mbedtls_gcm_crypt_and_tag(&gcm, MBEDTLS_GCM_ENCRYPT, n, nonce,
-                                       GCM_NONCE_LEN, NULL, 0, pt, body,
+                                       GCM_NONCE_LEN, ad, adlen, pt, body,
                                        GCM_TAG_LEN, tag);
     mbedtls_gcm_free(&gcm);
     if (rc != 0) {
@@ -319,6 +326,13 @@ int crypto_aes_gcm_seal(const uint8_t key[32], const void *pt, size_t n,
 int crypto_aes_gcm_open(const uint8_t key[32], const void *ct, size_t n,
                         struct buf *out)
 {
+    return crypto_aes_gcm_open_ad(key, NULL, 0, ct, n, out);
+}
+
+int crypto_aes_gcm_open_ad(const uint8_t key[32], const void *ad,
+                           size_t adlen, const void *ct, size_t n,
+                           struct buf *out)
+{
     if (n < GCM_NONCE_LEN + GCM_TAG_LEN)
         return -1;
     const uint8_t *nonce = ct;
@@ -330,8 +344,8 @@ int crypto_aes_gcm_open(const uint8_t key[32], const void *ct, size_t n,
     mbedtls_gcm_context gcm;
     gcm_setup(&gcm, key);
     /* On a tag mismatch mbedTLS zeroizes dst itself. */
-    int rc = mbedtls_gcm_auth_decrypt(&gcm, len, nonce, GCM_NONCE_LEN, NULL, 0,
-                                      tag, GCM_TAG_LEN, body, dst);
+    int rc = mbedtls_gcm_auth_decrypt(&gcm, len, nonce, GCM_NONCE_LEN, ad,
+                                      adlen, tag, GCM_TAG_LEN, body, dst);
     mbedtls_gcm_free(&gcm);
     if (rc != 0) {
         crypto_zero(dst, len);

@@ -67,16 +67,21 @@ bool store_chat_cursor_parse(const char *cursor, struct store_chat_key *out)
 void store_chat_insert(struct pg_pool *pg, const char *id,
                        const char *owner_id, const char *title,
                        const char *model, const char *permission_mode,
-                       const char *prompt, const char *session_id, pg_cb cb,
-                       void *arg)
+                       const char *prompt, const char *session_id,
+                       const char *fallback_model, pg_cb cb, void *arg)
 {
     const char *p[] = {id, owner_id, title, model, permission_mode, prompt,
-                       session_id};
+                       session_id, fallback_model};
+    /* The owner's default model counts only while it is enabled. */
     pg_query(pg,
              "INSERT INTO chats AS c (id, owner_id, title, model,"
              " permission_mode, system_prompt_append, session_id)"
-             " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING " CHAT_COLS,
-             7, p, cb, arg);
+             " VALUES ($1, $2, $3, coalesce($4::text, (SELECT s.default_model"
+             " FROM user_settings s JOIN models m ON m.id = s.default_model"
+             " AND m.enabled WHERE s.user_id = $2), $8::text),"
+             " coalesce($5::text, (SELECT s.permission_mode FROM user_settings"
+             " s WHERE s.user_id = $2), 'ask'), $6, $7) RETURNING " CHAT_COLS,
+             8, p, cb, arg);
 }
 
 void store_chat_get(struct pg_pool *pg, const char *id, const char *owner_id,
