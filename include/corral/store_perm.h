@@ -22,6 +22,14 @@
     "'decided_at', to_char(p.decided_at AT TIME ZONE 'UTC', "               \
     "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
 
+/* The `request` of a permission_request event, from a row aliased p:
+ * {id, tool_name, input, suggestions, expires_at}. */
+#define PERM_EVENT_JSON_SQL                                                 \
+    "json_build_object('id', p.id, 'tool_name', p.tool_name, "             \
+    "'input', p.input, 'suggestions', p.suggestions, "                      \
+    "'expires_at', to_char(p.expires_at AT TIME ZONE 'UTC', "               \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
+
 /* The Rule object from a row aliased r: {id, tool_name, content,
  * behavior, created_at}. */
 #define PERM_RULE_JSON_SQL                                                  \
@@ -32,7 +40,8 @@
 
 /* ---- runtime writes (src/store/permissions.c) ---- */
 
-/* Inserts a request; one row: the request JSON. params: id, chat_id,
+/* Inserts a request; one row: the request JSON and the event's request
+ * JSON. params: id, chat_id,
  * message_id, tool_use_id, tool_name, input (JSON), suggestions (JSON),
  * status, decision or NULL, reason or NULL, timeout seconds. */
 void store_perm_insert(struct pg_pool *pg, const char *const params[11],

@@ -52,7 +52,8 @@ void store_run_phase(struct pg_pool *pg, const char *run_id,
 void store_run_finish(struct pg_pool *pg, const char *const params[9],
                       pg_cb cb, void *arg);
 
-/* Fails every unfinished run (and its reply) with instance_lost. */
+/* Fails every unfinished run (and its reply) with instance_lost; their
+ * pending permission requests are denied (reason cli_cancelled). */
 void store_runs_recover(struct pg_pool *pg, pg_cb cb, void *arg);
 
 /* One row (status, chat_id) if the chat is the owner's and not deleted. */

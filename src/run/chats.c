@@ -633,8 +633,10 @@ void chats_free(struct chats *c)
     while (c->list) {
         struct chat_rt *rt = c->list;
         c->list = rt->next;
-        if (rt->active)
+        if (rt->active) {
+            perm_drop_all(rt->active);
             run_release(rt->active); /* the slot's reference */
+        }
         while (rt->q_head) {
             struct run *run = rt->q_head;
             rt->q_head = run->next;

@@ -195,7 +195,7 @@ static void publish_resolved(struct perm_req *p)
     buf_deinit(&data);
 }
 
-static void publish_request(struct perm_req *p, const char *row_json)
+static void publish_request(struct perm_req *p, const char *request_json)
 {
     struct buf data;
     struct json_w w;
@@ -204,7 +204,7 @@ static void publish_request(struct perm_req *p, const char *row_json)
     json_w_obj_begin(&w);
     json_w_kstr(&w, "message_id", p->run->spec.reply_id);
     json_w_key(&w, "request");
-    json_w_raw(&w, row_json, strlen(row_json));
+    json_w_raw(&w, request_json, strlen(request_json));
     json_w_obj_end(&w);
     chat_publish(p->run, "permission_request", &data, true);
     buf_deinit(&data);
@@ -250,7 +250,7 @@ static void on_inserted(void *arg, const struct pg_reply *reply)
                   reply->status == PG_OK ? "no row" : reply->errmsg);
     p->inserted = ok;
     if (ok && p->state == PERM_PENDING && !p->update_waits)
-        publish_request(p, pg_val(reply->res, 0, 0));
+        publish_request(p, pg_val(reply->res, 0, 1));
     if (p->update_waits) {
         p->update_waits = false;
         if (ok)
@@ -440,6 +440,12 @@ void perm_end_run(struct run *run, const char *reason)
         }
         p = next;
     }
+}
+
+void perm_drop_all(struct run *run)
+{
+    while (run->perms)
+        perm_free(run->perms);
 }
 
 /* ---- the user's answer ---- */

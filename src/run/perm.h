@@ -21,4 +21,9 @@ void perm_on_cancel(struct chat_rt *rt, const char *cli_id);
  * to the CLI (it withdraws them itself, or is gone). */
 void perm_end_run(struct run *run, const char *reason);
 
+/* Shutdown, after every database callback has fired: lets go of the
+ * run's requests whatever their state (their rows stay as they are;
+ * chats_recover resolves pending ones at the next start). */
+void perm_drop_all(struct run *run);
+
 #endif

@@ -12,7 +12,8 @@ void store_perm_insert(struct pg_pool *pg, const char *const params[11],
              " reason, expires_at, decided_at) VALUES ($1, $2, $3, $4, $5,"
              " $6::json, $7::json, $8, $9, $10, clock_timestamp() +"
              " make_interval(secs => $11::int), CASE WHEN $8 = 'resolved'"
-             " THEN clock_timestamp() END) RETURNING " PERM_REQUEST_JSON_SQL,
+             " THEN clock_timestamp() END) RETURNING " PERM_REQUEST_JSON_SQL ", "
+             PERM_EVENT_JSON_SQL,
              11, params, cb, arg);
 }
 

@@ -134,7 +134,10 @@ void store_runs_recover(struct pg_pool *pg, pg_cb cb, void *arg)
     pg_query(pg,
              "WITH r AS (UPDATE runs SET phase = 'failed', ended_at = now()"
              " WHERE phase NOT IN ('done', 'failed', 'cancelled')"
-             " RETURNING reply_message_id)"
+             " RETURNING reply_message_id),"
+             " p AS (UPDATE permission_requests SET status = 'resolved',"
+             " decision = 'deny', reason = 'cli_cancelled',"
+             " decided_at = now() WHERE status = 'pending')"
              " UPDATE messages SET status = 'failed', completed_at = now(),"
              " error = json_build_object('code', 'instance_lost', 'detail',"
              " 'the server stopped while this message was being answered')"
