@@ -53,6 +53,7 @@ static void on_metered(void *arg, const char *model,
                  run->metered_usd);
         gateway_set_refuse(rt->gw, true, "The monthly budget of this "
                                          "account is used up.");
+        metrics_count(rt->reg->srv->metrics, "budget_stops", 1);
     }
 }
 
@@ -123,5 +124,5 @@ void budget_cross_check(const struct run *run)
              "gateway metered %llu/%llu", run->spec.run_id,
              (unsigned long long)in, (unsigned long long)out,
              (unsigned long long)gw_in, (unsigned long long)gw_out);
-    metrics_count(rt->reg->srv->metrics, "corral_usage_mismatch_total", 1);
+    metrics_count(rt->reg->srv->metrics, "usage_mismatch", 1);
 }

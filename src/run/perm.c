@@ -14,6 +14,7 @@
 #include "corral/ids.h"
 #include "corral/log.h"
 #include "corral/mem.h"
+#include "corral/metrics.h"
 #include "corral/perm_rules.h"
 #include "corral/server.h"
 #include "corral/store_perm.h"
@@ -334,6 +335,7 @@ static void arm_expiry(struct perm_req *p)
 static void wait_for_user(struct perm_req *p)
 {
     struct run *run = p->run;
+    metrics_count(req_srv(p)->metrics, "permission_asked", 1);
     p->state = PERM_PENDING;
     run->npending++;
     arm_expiry(p);
@@ -401,6 +403,8 @@ void perm_on_request(struct chat_rt *rt, const struct json_doc *d,
         cli_proc_respond_error(rt->cli, cli_id, "no request id available");
         return;
     }
+    metrics_count(rt->reg->srv->metrics, "permission_requests",
+                  1);
     p->db_inflight++;
     store_rules_for_tool(rt->reg->srv->pg, run->spec.chat_id, p->tool_name,
                          on_rules, p);

@@ -345,3 +345,91 @@ def test_settings_prompt_is_appended_before_the_chats(srv, model, user):
     chat = Chat(srv, user, system_prompt_append="CHAT-LEVEL-RULE-7")
     _, reply = run_turn(chat, "hello")
     assert reply["content"][0]["text"] == "both prompts", reply
+
+
+MCP_SERVER = r'''
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    method = msg.get("method")
+    if method == "initialize":
+        result = {"protocolVersion": msg["params"]["protocolVersion"],
+                  "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "pinger", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "ping", "description": "answers pong",
+                             "inputSchema": {"type": "object",
+                                             "properties": {}}}]}
+    elif method == "tools/call":
+        result = {"content": [{"type": "text", "text": "pong"}]}
+    else:
+        result = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}),
+          flush=True)
+'''
+
+
+def test_mcp_servers_reach_the_cli(srv, model, user):
+    model.scenario([{"match": {"any": True},
+                     "reply": {"blocks": [{"type": "text", "text": "ok"}]}}])
+    chat = Chat(srv, user)
+    _, reply = run_turn(chat, "first")  # creates the workspace
+    assert reply["status"] == "completed", reply
+    path = os.path.join(chat.workspace(), "mcp_pinger.py")
+    with open(path, "w") as f:
+        f.write(MCP_SERVER)
+    os.chmod(path, 0o644)
+    r = srv.request("PUT", "/settings", json={"mcp_servers": {"pinger": {
+        "command": "/usr/bin/python3",
+        "args": ["/workspace/mcp_pinger.py"]}}}, token=user.access)
+    assert r.status_code == 200, r.text
+    sse = chat.stream(after=0)
+    sent, reply = run_turn(chat, "second")
+    evs = sse.until(finished(sent["reply"]["id"]))
+    sse.close()
+    inits = [e["data"]["data"] for e in evs if e["event"] == "system"
+             and e["data"]["subtype"] == "init"
+             and e["data"]["message_id"] == sent["reply"]["id"]]
+    assert inits, [e["event"] for e in evs]
+    # The CLI started the server in the sandbox and lists its tool (it
+    # may defer MCP tools from the model request itself).
+    servers = {m["name"]: m["status"] for m in inits[-1]["mcp_servers"]}
+    assert servers == {"pinger": "connected"}, inits[-1]
+    assert "mcp__pinger__ping" in inits[-1]["tools"]
+    assert reply["status"] == "completed", reply
+
+
+def test_ask_user_question_gets_the_users_answers(srv, model, user):
+    question = {"question": "Which color should the button be?",
+                "header": "Color", "multiSelect": False,
+                "options": [{"label": "red", "description": "warm"},
+                            {"label": "blue", "description": "calm"}]}
+    model.scenario([
+        {"match": {"user_text_contains": "ask me"},
+         "reply": {"blocks": [{"type": "tool_use", "name": "AskUserQuestion",
+                               "input": {"questions": [question]}}]}},
+        {"match": {"tool_result": True},
+         "reply": {"blocks": [{"type": "text", "text": "noted"}]}},
+    ])
+    chat = Chat(srv, user, permission_mode="ask")
+    sse = chat.stream(after=0)
+    sent = chat.send("ask me")
+    ev = sse.until(lambda e: e["event"] == "permission_request")[-1]
+    req = ev["data"]["request"]
+    assert req["tool_name"] == "AskUserQuestion"
+    r = srv.post(f"/chats/{chat.id}/permissions/{req['id']}",
+                 json={"decision": "allow", "answers": {
+                     question["question"]: "blue"}}, token=user.access)
+    assert r.status_code == 200, r.text
+    sse.until(finished(sent["reply"]["id"]))
+    sse.close()
+    reply = chat.wait_reply(sent["reply"]["id"])
+    assert reply["status"] == "completed", reply
+    results = [r for r in model.requests() if r.get("kind") == "messages"
+               and r.get("last_block_type") == "tool_result"]
+    block = results[-1]["body"]["messages"][-1]["content"][0]
+    text = block["content"] if isinstance(block["content"], str) \
+        else json.dumps(block["content"])
+    assert question["question"] + '"="blue"' in text, text
