@@ -403,8 +403,7 @@ void perm_on_request(struct chat_rt *rt, const struct json_doc *d,
         cli_proc_respond_error(rt->cli, cli_id, "no request id available");
         return;
     }
-    metrics_count(rt->reg->srv->metrics, "permission_requests",
-                  1);
+    metrics_count(rt->reg->srv->metrics, "permission_requests", 1);
     p->db_inflight++;
     store_rules_for_tool(rt->reg->srv->pg, run->spec.chat_id, p->tool_name,
                          on_rules, p);
