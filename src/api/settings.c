@@ -122,7 +122,7 @@ static bool check_members(struct req *r)
         json_member(r->json, 0, i, &ktok);
         if (json_str_eq(r->json, ktok, "monthly_budget_cap_usd")) {
             if (!r->auth.admin)
-                req_problem(r, 403, "forbidden", "monthly_budget_cap_usd "
+                req_problem(r, 403, "admin_only", "monthly_budget_cap_usd "
                             "is set by an administrator");
             else
                 fail422(r, "monthly_budget_cap_usd is read-only here; use "

@@ -44,7 +44,7 @@ static void finish(struct req *r, const PGresult *res, int role_col,
     r->auth.admin = strcmp(pg_val(res, 0, role_col), "admin") == 0;
     r->auth.ok = true;
     if ((r->route->flags & ROUTE_ADMIN) && !r->auth.admin) {
-        req_problem(r, 403, "forbidden", "administrators only");
+        req_problem(r, 403, "admin_only", "administrators only");
         return;
     }
     next(r);
