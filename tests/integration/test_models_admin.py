@@ -153,7 +153,7 @@ def test_model_put_needs_admin(srv, user):
     before = model_rows(srv)
     r = put_model(srv, user.access, "claude-sonnet-4-5",
                   {"price_per_mtok": dict(PRICES, input=0)})
-    assert_problem(r, 403, "forbidden")
+    assert_problem(r, 403, "admin_only")
     r = put_model(srv, None, "claude-sonnet-4-5", {"price_per_mtok": PRICES})
     assert_problem(r, 401)
     assert_problem(srv.get("/models"), 401)
@@ -190,10 +190,10 @@ def test_users_list_oldest_first(srv, admin, user):
 def test_users_endpoints_need_admin(srv, user):
     before = user_rows(srv)
     assert_problem(srv.get("/admin/users", token=user.access), 403,
-                   "forbidden")
+                   "admin_only")
     r = srv.request("PATCH", f"/admin/users/{user.id}", token=user.access,
                     json={"role": "admin"})
-    assert_problem(r, 403, "forbidden")
+    assert_problem(r, 403, "admin_only")
     assert_problem(srv.get("/admin/users"), 401)
     assert user_rows(srv) == before
     assert_problem(srv.get("/admin/users", token=user.access,

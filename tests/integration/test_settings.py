@@ -277,7 +277,7 @@ def test_disabled_model_is_refused(srv, user, admin):
 
 def test_budget_cap_is_read_only(srv, user, admin):
     r = put(srv, user, {"monthly_budget_cap_usd": 5}, expect=403)
-    assert_problem(r, 403, "forbidden")
+    assert_problem(r, 403, "admin_only")
     r = put(srv, admin, {"monthly_budget_cap_usd": 5}, expect=422)
     assert "admin/users" in assert_problem(r, 422)["detail"]
     assert row(srv, user) is None
