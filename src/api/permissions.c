@@ -5,7 +5,6 @@
  * handed to the live runtime (chats_permission_answer), which owns the
  * pending request: only it can tell the CLI and resolve the row. Another
  * user's chat, a deleted one and malformed ids are all 404. */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +21,7 @@
 
 /* List state in r->state (free()d with the req). */
 struct list_op {
-    int limit;         /* the page size asked for */
-    const char *what;  /* "chat" for the 404 of a foreign chat */
+    int limit; /* the page size asked for */
 };
 
 /* An answer's validated body, kept across the store lookup. The strings
@@ -196,16 +194,18 @@ static bool body_object(struct req *r, const char *field, const char **raw,
 /* decision: required "allow" or "deny"; *allow set. */
 static bool body_decision(struct req *r, bool *allow)
 {
-    char *d = NULL;
-    if (!req_json_str(r, "decision", true, 0, SIZE_MAX, &d))
+    int tok = json_get(r->json, 0, "decision");
+    if (tok < 0 || json_type(r->json, tok) == JSON_NULL) {
+        req_problem(r, 422, "validation_failed", "decision is required");
         return false;
-    bool ok = strcmp(d, "allow") == 0 || strcmp(d, "deny") == 0;
-    *allow = strcmp(d, "allow") == 0;
-    free(d);
-    if (!ok)
+    }
+    *allow = json_str_eq(r->json, tok, "allow");
+    if (!*allow && !json_str_eq(r->json, tok, "deny")) {
         req_problem(r, 422, "validation_failed",
                     "decision must be allow or deny");
-    return ok;
+        return false;
+    }
+    return true;
 }
 
 /* message: optional string of at most DENY_MESSAGE_MAX bytes, no NUL.

@@ -350,6 +350,7 @@ BAD_ANSWERS = [
     ({"decision": ""}, "decision"),
     ({"decision": 1}, "decision"),
     ({"decision": ["allow"]}, "decision"),
+    ({"decision": "allow\u0000"}, "decision"),
     ({"decision": "allow", "remember": "yes"}, "remember"),
     ({"decision": "allow", "remember": 1}, "remember"),
     ({"decision": "allow", "updated_input": "echo hi"}, "updated_input"),
