@@ -391,8 +391,13 @@ static void on_run_loaded(void *arg, const struct pg_reply *reply)
         json_doc_free(d);
     }
     const char *err = NULL;
+    char detail[200];
     run->loaded = true;
-    if (!launch_load(&run->launch, res, pg_val(res, 0, RUNLOAD_PROMPT),
+    snprintf(detail, sizeof(detail), "the model %s is not offered by this "
+             "server (see GET /models)", run->model);
+    if (strcmp(pg_val(res, 0, RUNLOAD_MODEL_OFFERED), "t") != 0)
+        end_run(run, RUN_PHASE_FAILED, "model_error", detail);
+    else if (!launch_load(&run->launch, res, pg_val(res, 0, RUNLOAD_PROMPT),
                      run->chat->reg->srv->secret_key, &err))
         end_run(run, RUN_PHASE_FAILED, "sandbox_failed", err);
     else if (!budget_load(run, res))

@@ -433,3 +433,23 @@ def test_ask_user_question_gets_the_users_answers(srv, model, user):
     text = block["content"] if isinstance(block["content"], str) \
         else json.dumps(block["content"])
     assert question["question"] + '"="blue"' in text, text
+
+
+def test_a_model_without_a_price_is_not_run(srv, model, user, admin):
+    model.scenario([{"match": {"any": True},
+                     "reply": {"blocks": [{"type": "text", "text": "free"}]}}])
+    before = len(model.requests())
+    chat = Chat(srv, user, model="claude-unpriced-9")
+    _, reply = run_turn(chat, "hello")
+    assert reply["status"] == "failed", reply
+    assert reply["error"]["code"] == "model_error"
+    assert "GET /models" in reply["error"]["detail"]
+    assert len(model.requests()) == before  # nothing reached the model
+    # Once an admin prices it, it runs and is charged.
+    r = srv.request("PUT", "/admin/models/claude-unpriced-9", json={
+        "price_per_mtok": {"input": 1, "output": 1, "cache_write": 1,
+                           "cache_read": 1}}, token=admin.access)
+    assert r.status_code == 200, r.text
+    _, reply = run_turn(chat, "hello")
+    assert reply["status"] == "completed", reply
+    assert Decimal(str(reply["cost_usd"])) > 0
