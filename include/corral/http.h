@@ -116,6 +116,18 @@ bool req_json_bool(struct req *r, const char *field, bool required,
 bool req_page(struct req *r, int *limit, const char **cursor);
 /* Appends "next_cursor": opaque form of last (or null when last is NULL). */
 void json_w_next_cursor(struct json_w *w, const char *last);
+/* Whether every member of the body object is one of known[0..n-1]; else
+ * answers 422 naming the first unknown member (a typo never passes
+ * silently) and returns false. */
+bool req_json_known_members(struct req *r, const char *const *known,
+                            size_t n);
+/* The path parameter name when it is a UUID; else answers 404 `no such
+ * <what>` (a malformed id never reaches the database) and returns NULL. */
+const char *req_path_uuid(struct req *r, const char *name, const char *what);
+/* For a paged list's store callback: answers a cursor PostgreSQL refused
+ * (400 bad_query) or a failed query (503/500) and returns false. */
+struct pg_reply;
+bool req_list_rows(struct req *r, const struct pg_reply *reply);
 /* For a store callback: answers a failed query (503/500) or an empty
  * result (404 `no such <what>`) and returns false; true when reply holds
  * a row. */

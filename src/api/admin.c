@@ -170,17 +170,8 @@ static bool read_model_body(struct req *r, char **name, bool *enabled,
 {
     static const char *const known[] = {"display_name", "enabled",
                                         "price_per_mtok"};
-    for (int i = 0, n = json_len(r->json, 0); i < n; i++) {
-        int ktok;
-        bool ok = false;
-        json_member(r->json, 0, i, &ktok);
-        for (size_t k = 0; k < ARRAY_SIZE(known) && !ok; k++)
-            ok = json_str_eq(r->json, ktok, known[k]);
-        if (!ok)
-            return fail422(r, "unknown member (display_name, enabled, "
-                           "price_per_mtok)");
-    }
-    return req_json_str(r, "display_name", false, 1, NAME_MAX_CHARS, name) &&
+    return req_json_known_members(r, known, ARRAY_SIZE(known)) &&
+           req_json_str(r, "display_name", false, 1, NAME_MAX_CHARS, name) &&
            req_json_bool(r, "enabled", false, enabled, has_enabled) &&
            read_prices(r, prices);
 }
@@ -260,17 +251,8 @@ static bool read_user_patch(struct req *r, const char *id,
 {
     static const char *const known[] = {"disabled", "role",
                                         "monthly_budget_cap_usd"};
-    for (int i = 0, n = json_len(r->json, 0); i < n; i++) {
-        int ktok;
-        bool ok = false;
-        json_member(r->json, 0, i, &ktok);
-        for (size_t k = 0; k < ARRAY_SIZE(known) && !ok; k++)
-            ok = json_str_eq(r->json, ktok, known[k]);
-        if (!ok)
-            return fail422(r, "unknown member (disabled, role, "
-                           "monthly_budget_cap_usd)");
-    }
-    if (!req_json_bool(r, "disabled", false, &p->disabled, &p->has_disabled) ||
+    if (!req_json_known_members(r, known, ARRAY_SIZE(known)) ||
+        !req_json_bool(r, "disabled", false, &p->disabled, &p->has_disabled) ||
         !req_json_str(r, "role", false, 1, 5, &p->role))
         return false;
     if (p->role && strcmp(p->role, "user") != 0 &&

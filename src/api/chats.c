@@ -160,18 +160,6 @@ static void on_chat_row(void *arg, const struct pg_reply *reply)
         reply_chat(r, reply->res);
 }
 
-/* The chat id of the path, or NULL after answering 404: a malformed id
- * never reaches the database. */
-static const char *path_chat_id(struct req *r)
-{
-    const char *id = req_param(r, "id");
-    if (!id || !ids_is_uuid(id)) {
-        not_found(r);
-        return NULL;
-    }
-    return id;
-}
-
 /* ---- create ---- */
 
 void api_chats_create(struct req *r)
@@ -200,15 +188,7 @@ void api_chats_create(struct req *r)
 static void on_chats_listed(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
-    /* A cursor of the right form can still name an impossible time (month
-     * 13); PostgreSQL refuses it with a data exception, class 22. The
-     * other parameters are ours, so that class means a bad cursor. */
-    if (reply->status == PG_E_QUERY &&
-        strncmp(reply->sqlstate, "22", 2) == 0) {
-        req_problem(r, 400, "bad_query", "cursor is not valid");
-        return;
-    }
-    if (store_failed(r, reply))
+    if (!req_list_rows(r, reply))
         return;
     int limit = ((struct chat_op *)r->state)->limit;
     int n = PQntuples(reply->res);
@@ -260,7 +240,7 @@ void api_chats_list(struct req *r)
 
 void api_chats_get(struct req *r)
 {
-    const char *id = path_chat_id(r);
+    const char *id = req_path_uuid(r, "id", "chat");
     if (!id)
         return;
     op_new(r, 200);
@@ -286,7 +266,7 @@ static void on_chat_updated(void *arg, const struct pg_reply *reply)
 void api_chats_update(struct req *r)
 {
     struct chat_fields f = {0};
-    const char *id = path_chat_id(r);
+    const char *id = req_path_uuid(r, "id", "chat");
     if (!id)
         return;
     op_new(r, 200);
@@ -327,7 +307,7 @@ static void on_chat_deleted(void *arg, const struct pg_reply *reply)
 
 void api_chats_delete(struct req *r)
 {
-    const char *id = path_chat_id(r);
+    const char *id = req_path_uuid(r, "id", "chat");
     if (!id)
         return;
     store_chat_delete(r->srv->pg, id, r->auth.user_id, on_chat_deleted, r);

@@ -59,35 +59,13 @@ static void write_message(struct json_w *w, const PGresult *res, int row)
     json_w_obj_end(w);
 }
 
-/* The path's parameter name as a UUID, or NULL after answering 404. */
-static const char *path_uuid(struct req *r, const char *name,
-                             const char *what)
-{
-    const char *id = req_param(r, name);
-    if (!id || !ids_is_uuid(id)) {
-        req_problem(r, 404, "not_found", "no such %s", what);
-        return NULL;
-    }
-    return id;
-}
-
 /* ---- list ---- */
 
 static void on_messages_listed(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
-    /* A cursor of the right form can still name an impossible time (month
-     * 13); PostgreSQL refuses it with a data exception, class 22. The
-     * other parameters are ours, so that class means a bad cursor. */
-    if (reply->status == PG_E_QUERY &&
-        strncmp(reply->sqlstate, "22", 2) == 0) {
-        req_problem(r, 400, "bad_query", "cursor is not valid");
+    if (!req_list_rows(r, reply))
         return;
-    }
-    if (reply->status != PG_OK) {
-        req_store_error(r, reply->status, reply->errmsg);
-        return;
-    }
     const PGresult *res = reply->res;
     int n = PQntuples(res), limit = ((struct msg_op *)r->state)->limit;
     if (n == 0) {
@@ -116,7 +94,7 @@ static void on_messages_listed(void *arg, const struct pg_reply *reply)
 
 void api_messages_list(struct req *r)
 {
-    const char *chat_id = path_uuid(r, "id", "chat");
+    const char *chat_id = req_path_uuid(r, "id", "chat");
     if (!chat_id)
         return;
     const char *order = req_query(r, "order");
@@ -152,8 +130,8 @@ static void on_message(void *arg, const struct pg_reply *reply)
 
 void api_messages_get(struct req *r)
 {
-    const char *chat_id = path_uuid(r, "id", "chat");
-    const char *id = chat_id ? path_uuid(r, "mid", "message") : NULL;
+    const char *chat_id = req_path_uuid(r, "id", "chat");
+    const char *id = chat_id ? req_path_uuid(r, "mid", "message") : NULL;
     if (!id)
         return;
     store_message_get(r->srv->pg, id, chat_id, r->auth.user_id, on_message,

@@ -34,35 +34,14 @@ struct answer_op {
     char data[];
 };
 
-/* The path's parameter name as a UUID, or NULL after answering 404. */
-static const char *path_uuid(struct req *r, const char *name,
-                             const char *what)
-{
-    const char *id = req_param(r, name);
-    if (!id || !ids_is_uuid(id)) {
-        req_problem(r, 404, "not_found", "no such %s", what);
-        return NULL;
-    }
-    return id;
-}
-
 /* ---- lists ---- */
 
 /* Rows (json, cursor) of store_perm_list or store_rules_list. */
 static void on_listed(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
-    /* A cursor of the right form can still name an impossible time (month
-     * 13): PostgreSQL refuses it with a data exception, class 22. */
-    if (reply->status == PG_E_QUERY &&
-        strncmp(reply->sqlstate, "22", 2) == 0) {
-        req_problem(r, 400, "bad_query", "cursor is not valid");
+    if (!req_list_rows(r, reply))
         return;
-    }
-    if (reply->status != PG_OK) {
-        req_store_error(r, reply->status, reply->errmsg);
-        return;
-    }
     const PGresult *res = reply->res;
     int n = PQntuples(res), limit = ((struct list_op *)r->state)->limit;
     if (n == 0) {
@@ -95,7 +74,7 @@ static void on_listed(void *arg, const struct pg_reply *reply)
 static const char *list_start(struct req *r, int *limit,
                               const char **cursor)
 {
-    const char *chat_id = path_uuid(r, "id", "chat");
+    const char *chat_id = req_path_uuid(r, "id", "chat");
     if (!chat_id || !req_page(r, limit, cursor))
         return NULL;
     struct store_message_key key; /* the same "ts|id" form */
@@ -154,9 +133,9 @@ static void on_rule_deleted(void *arg, const struct pg_reply *reply)
 
 void api_permission_rules_delete(struct req *r)
 {
-    const char *chat_id = path_uuid(r, "id", "chat");
+    const char *chat_id = req_path_uuid(r, "id", "chat");
     const char *rule_id =
-        chat_id ? path_uuid(r, "rule_id", "permission rule") : NULL;
+        chat_id ? req_path_uuid(r, "rule_id", "permission rule") : NULL;
     if (!rule_id)
         return;
     store_rule_delete(r->srv->pg, chat_id, r->auth.user_id, rule_id,
@@ -342,9 +321,9 @@ static void on_request_found(void *arg, const struct pg_reply *reply)
 
 void api_permissions_answer(struct req *r)
 {
-    const char *chat_id = path_uuid(r, "id", "chat");
+    const char *chat_id = req_path_uuid(r, "id", "chat");
     const char *request_id =
-        chat_id ? path_uuid(r, "rid", "permission request") : NULL;
+        chat_id ? req_path_uuid(r, "rid", "permission request") : NULL;
     if (!request_id)
         return;
     struct answer_op *op = read_answer(r);

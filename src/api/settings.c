@@ -117,28 +117,18 @@ static bool check_members(struct req *r)
         "mcp_servers", "allowed_tools", "disallowed_tools",
         "allow_background_tools", "monthly_budget_usd",
     };
-    for (int i = 0, n = json_len(r->json, 0); i < n; i++) {
-        int ktok;
-        json_member(r->json, 0, i, &ktok);
-        if (json_str_eq(r->json, ktok, "monthly_budget_cap_usd")) {
-            if (!r->auth.admin)
-                req_problem(r, 403, "admin_only", "monthly_budget_cap_usd "
-                            "is set by an administrator");
-            else
-                fail422(r, "monthly_budget_cap_usd is read-only here; use "
-                        "PATCH /admin/users/{id}");
-            return false;
-        }
-        if (json_str_eq(r->json, ktok, "env_names"))
-            return fail422(r, "env_names is read-only; set env instead");
-        bool ok = false;
-        for (size_t k = 0; k < ARRAY_SIZE(known) && !ok; k++)
-            ok = json_str_eq(r->json, ktok, known[k]);
-        if (!ok)
-            return fail422(r, "unknown member (see GET /settings for the "
-                           "fields)");
+    if (json_get(r->json, 0, "monthly_budget_cap_usd") >= 0) {
+        if (!r->auth.admin)
+            req_problem(r, 403, "admin_only", "monthly_budget_cap_usd "
+                        "is set by an administrator");
+        else
+            fail422(r, "monthly_budget_cap_usd is read-only here; use "
+                    "PATCH /admin/users/{id}");
+        return false;
     }
-    return true;
+    if (json_get(r->json, 0, "env_names") >= 0)
+        return fail422(r, "env_names is read-only; set env instead");
+    return req_json_known_members(r, known, ARRAY_SIZE(known));
 }
 
 /* default_model and permission_mode: a string or null (the server's

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "corral/base64.h"
+#include "corral/ids.h"
 #include "corral/mem.h"
 #include "corral/pg.h"
 #include "http_int.h"
@@ -127,6 +128,59 @@ void req_rate_limited(struct req *r, int retry_after_s, const char *code)
     req_add_header(r, "Retry-After", v);
     req_problem(r, 429, code, "too many requests; retry in %d s",
                 retry_after_s);
+}
+
+bool req_json_known_members(struct req *r, const char *const *known,
+                            size_t n)
+{
+    for (int i = 0, count = json_len(r->json, 0); i < count; i++) {
+        int ktok;
+        bool ok = false;
+        json_member(r->json, 0, i, &ktok);
+        for (size_t k = 0; k < n && !ok; k++)
+            ok = json_str_eq(r->json, ktok, known[k]);
+        if (ok)
+            continue;
+        struct buf names;
+        buf_init(&names);
+        for (size_t k = 0; k < n; k++)
+            buf_printf(&names, "%s%s", k ? ", " : "", known[k]);
+        char *name = json_str_dup(r->json, ktok, NULL);
+        req_problem(r, 422, "validation_failed",
+                    "unknown member %.64s (accepted: %s)", name ? name : "?",
+                    names.data ? names.data : "none");
+        free(name);
+        buf_deinit(&names);
+        return false;
+    }
+    return true;
+}
+
+const char *req_path_uuid(struct req *r, const char *name, const char *what)
+{
+    const char *id = req_param(r, name);
+    if (!id || !ids_is_uuid(id)) {
+        req_problem(r, 404, "not_found", "no such %s", what);
+        return NULL;
+    }
+    return id;
+}
+
+bool req_list_rows(struct req *r, const struct pg_reply *reply)
+{
+    /* A cursor of the right form can still name an impossible time (month
+     * 13); PostgreSQL refuses it with a data exception, class 22. The
+     * other parameters are ours, so that class means a bad cursor. */
+    if (reply->status == PG_E_QUERY &&
+        strncmp(reply->sqlstate, "22", 2) == 0) {
+        req_problem(r, 400, "bad_query", "cursor is not valid");
+        return false;
+    }
+    if (reply->status != PG_OK) {
+        req_store_error(r, reply->status, reply->errmsg);
+        return false;
+    }
+    return true;
 }
 
 bool req_store_row(struct req *r, const struct pg_reply *reply,

@@ -484,11 +484,12 @@ def logdir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def _session_server(cluster, logdir):
+def serve(cluster, logdir, name, env=None):
+    """A corrald on a database of its own, for a fixture to yield from;
+    when it stops, a sanitizer report or an unclean exit fails the
+    fixture, and the database is dropped."""
     db = cluster.create_database()
-    srv = Server(db, name="shared", logdir=logdir,
-                 env={"CORRAL_ACCESS_TOKEN_TTL": "600"})
+    srv = Server(db, name=name, logdir=logdir, env=env)
     try:
         srv.start()
         yield srv
@@ -498,6 +499,12 @@ def _session_server(cluster, logdir):
     finally:
         srv.cleanup()
         cluster.drop_database(db)
+
+
+@pytest.fixture(scope="session")
+def _session_server(cluster, logdir):
+    yield from serve(cluster, logdir, "shared",
+                     {"CORRAL_ACCESS_TOKEN_TTL": "600"})
 
 
 @pytest.fixture

@@ -55,6 +55,28 @@ class ModelServer:
         self.log.close()
 
 
+def pipeline_env(model, **extra):
+    """corrald's environment for runs of the real CLI against the
+    scripted model (no retries, long-lived access tokens)."""
+    return {
+        "CORRAL_MODEL_UPSTREAM_URL": model.base,
+        "CORRAL_MODEL_API_KEY": "sk-test-upstream-key",
+        "CORRAL_CLI_PATH": cli_path(),
+        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
+        "CORRAL_CLI_MAX_RETRIES": "0",
+        "CORRAL_ACCESS_TOKEN_TTL": "3600",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def model(logdir):
+    """The scripted model server, one per test module."""
+    m = ModelServer(logdir)
+    yield m
+    m.stop()
+
+
 def text_rule(match, text, **reply):
     return {"match": {"user_text_contains": match},
             "reply": {"blocks": [{"type": "text", "text": text}], **reply}}

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import _TEST_SERVERS, Server, assert_problem, register
+from conftest import _TEST_SERVERS, assert_problem, register, serve
 from pipeline_util import SSE
 
 PRICES = {"input": 1.5, "output": 7, "cache_write": 1.875, "cache_read": 0.15}
@@ -20,18 +20,8 @@ USER_KEYS = {"id", "email", "display_name", "role", "disabled",
 @pytest.fixture(scope="module")
 def srv(cluster, logdir):
     """A server of its own: its first registered user is the admin."""
-    db = cluster.create_database()
-    s = Server(db, name="admin", logdir=logdir,
-               env={"CORRAL_ACCESS_TOKEN_TTL": "600"})
-    try:
-        s.start()
-        yield s
-        s.stop()
-        issues = s.problems()
-        assert not issues, "\n".join(issues) + "\n" + s.log_tail()
-    finally:
-        s.cleanup()
-        cluster.drop_database(db)
+    yield from serve(cluster, logdir, "admin",
+                     {"CORRAL_ACCESS_TOKEN_TTL": "600"})
 
 
 @pytest.fixture(scope="module")

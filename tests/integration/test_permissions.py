@@ -19,9 +19,9 @@ import uuid
 
 import pytest
 
-from conftest import (_TEST_SERVERS, RFC3339_RE, UUID_RE, Server,
-                      assert_problem, register, require_env)
-from pipeline_util import Chat, ModelServer, cli_path, finished, types
+from conftest import (_TEST_SERVERS, RFC3339_RE, UUID_RE, assert_problem,
+                      register, serve)
+from pipeline_util import Chat, finished, model, pipeline_env, types
 
 REQUEST_KEYS = {"id", "message_id", "tool_name", "input", "suggestions",
                 "status", "decision", "reason", "by", "expires_at",
@@ -445,51 +445,21 @@ def test_rows_answer_request_no_run_holds_is_409(server, user, pending):
 # ================================================================ flow
 
 FLOW_ENV = {
-    "CORRAL_CLI_MAX_RETRIES": "0",
-    "CORRAL_ACCESS_TOKEN_TTL": "3600",
     "CORRAL_SSE_HEARTBEAT_S": "1",
     "CORRAL_INTERRUPT_GRACE_MS": "5000",
 }
 
 
 @pytest.fixture(scope="module")
-def model(logdir):
-    m = ModelServer(logdir)
-    yield m
-    m.stop()
-
-
-def run_server(cluster, logdir, model, name, extra):
-    db = cluster.create_database()
-    env = {
-        "CORRAL_MODEL_UPSTREAM_URL": model.base,
-        "CORRAL_MODEL_API_KEY": "sk-test-upstream-key",
-        "CORRAL_CLI_PATH": cli_path(),
-        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
-        **FLOW_ENV, **extra,
-    }
-    srv = Server(db, env=env, name=name, logdir=logdir)
-    try:
-        srv.start()
-        yield srv
-        srv.stop()
-        issues = srv.problems()
-        assert not issues, "\n".join(issues) + "\n" + srv.log_tail()
-    finally:
-        srv.cleanup()
-        cluster.drop_database(db)
-
-
-@pytest.fixture(scope="module")
 def pipe(cluster, logdir, model):
-    yield from run_server(cluster, logdir, model, "perm", {})
+    yield from serve(cluster, logdir, "perm", pipeline_env(model, **FLOW_ENV))
 
 
 @pytest.fixture(scope="module")
 def pipe_expiring(cluster, logdir, model):
     """Requests expire after 2 s."""
-    yield from run_server(cluster, logdir, model, "perm-expiry",
-                          {"CORRAL_PERMISSION_TIMEOUT_S": "2"})
+    yield from serve(cluster, logdir, "perm-expiry", pipeline_env(
+        model, CORRAL_PERMISSION_TIMEOUT_S="2", **FLOW_ENV))
 
 
 @pytest.fixture

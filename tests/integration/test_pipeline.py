@@ -10,44 +10,19 @@ import time
 import pytest
 import requests
 
-from conftest import (_TEST_SERVERS, Server, assert_problem, register,
-                      require_env)
-from pipeline_util import (Chat, ModelServer, SSE, cli_path, finished,
+from conftest import (_TEST_SERVERS, assert_problem, register, require_env,
+                      serve)
+from pipeline_util import (SSE, Chat, finished, model, pipeline_env,
                            text_rule, types)
-
-
-@pytest.fixture(scope="module")
-def model(logdir):
-    m = ModelServer(logdir)
-    yield m
-    m.stop()
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def pipe(request, cluster, logdir, model):
-    db = cluster.create_database()
-    env = {
-        "CORRAL_MODEL_UPSTREAM_URL": model.base,
-        "CORRAL_MODEL_API_KEY": "sk-test-upstream-key",
-        "CORRAL_CLI_PATH": cli_path(),
-        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
-        "CORRAL_CLI_MAX_RETRIES": "0",
-        "CORRAL_ACCESS_TOKEN_TTL": "3600",
-        "CORRAL_SSE_HEARTBEAT_S": "1",
-        "CORRAL_INTERRUPT_GRACE_MS": "5000",
-    }
+    env = pipeline_env(model, CORRAL_SSE_HEARTBEAT_S="1",
+                       CORRAL_INTERRUPT_GRACE_MS="5000")
     if request.param == "redis":
         env["CORRAL_REDIS_URL"] = require_env("CORRAL_TEST_REDIS_URL")
-    srv = Server(db, env=env, name=f"pipe-{request.param}", logdir=logdir)
-    try:
-        srv.start()
-        yield srv
-        srv.stop()
-        issues = srv.problems()
-        assert not issues, "\n".join(issues) + "\n" + srv.log_tail()
-    finally:
-        srv.cleanup()
-        cluster.drop_database(db)
+    yield from serve(cluster, logdir, f"pipe-{request.param}", env)
 
 
 @pytest.fixture
@@ -304,13 +279,7 @@ def test_prompt_edit_relaunches_with_resume(pipe, model, user):
 def test_turn_timeout_fails_with_error_event(make_server, model):
     """A turn that outlives turn_timeout_ms ends failed with code timeout,
     and the chat takes the next message."""
-    srv = make_server(env={
-        "CORRAL_MODEL_UPSTREAM_URL": model.base,
-        "CORRAL_CLI_PATH": cli_path(),
-        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
-        "CORRAL_CLI_MAX_RETRIES": "0",
-        "CORRAL_TURN_TIMEOUT_MS": "1500",
-    })
+    srv = make_server(env=pipeline_env(model, CORRAL_TURN_TIMEOUT_MS="1500"))
     _TEST_SERVERS.append(srv)
     model.scenario([text_rule("slow", "late", first_delay_ms=6000),
                     text_rule("quick", "fine")])
@@ -364,13 +333,7 @@ def test_idle_chat_lets_go_and_comes_back(make_server, model):
     """After cli_idle_timeout_s the CLI closes and the chat's runtime is let
     go; the next message reopens the same workspace and session, and
     deleting the chat then still removes its workspace."""
-    srv = make_server(env={
-        "CORRAL_MODEL_UPSTREAM_URL": model.base,
-        "CORRAL_CLI_PATH": cli_path(),
-        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
-        "CORRAL_CLI_MAX_RETRIES": "0",
-        "CORRAL_CLI_IDLE_TIMEOUT_S": "1",
-    })
+    srv = make_server(env=pipeline_env(model, CORRAL_CLI_IDLE_TIMEOUT_S="1"))
     _TEST_SERVERS.append(srv)
     model.scenario([
         {"match": {"user_text_contains": "make it"},

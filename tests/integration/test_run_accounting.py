@@ -9,9 +9,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 
-from conftest import _TEST_SERVERS, Server, assert_problem, register, \
-    require_env
-from pipeline_util import Chat, ModelServer, cli_path, finished
+from conftest import _TEST_SERVERS, assert_problem, register, serve
+from pipeline_util import Chat, finished, model, pipeline_env
 
 TOKENS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
           "cache_read_input_tokens")
@@ -20,33 +19,8 @@ PRICE_COLS = ("price_input", "price_output", "price_cache_write",
 
 
 @pytest.fixture(scope="module")
-def model(logdir):
-    m = ModelServer(logdir)
-    yield m
-    m.stop()
-
-
-@pytest.fixture(scope="module")
 def srv(cluster, logdir, model):
-    db = cluster.create_database()
-    env = {
-        "CORRAL_MODEL_UPSTREAM_URL": model.base,
-        "CORRAL_MODEL_API_KEY": "sk-test-upstream-key",
-        "CORRAL_CLI_PATH": cli_path(),
-        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
-        "CORRAL_CLI_MAX_RETRIES": "0",
-        "CORRAL_ACCESS_TOKEN_TTL": "3600",
-    }
-    s = Server(db, env=env, name="accounting", logdir=logdir)
-    try:
-        s.start()
-        yield s
-        s.stop()
-        issues = s.problems()
-        assert not issues, "\n".join(issues) + "\n" + s.log_tail()
-    finally:
-        s.cleanup()
-        cluster.drop_database(db)
+    yield from serve(cluster, logdir, "accounting", pipeline_env(model))
 
 
 @pytest.fixture(scope="module")

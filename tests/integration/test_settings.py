@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import _TEST_SERVERS, Server, assert_problem, register
+from conftest import _TEST_SERVERS, assert_problem, register, serve
 
 SETTINGS_KEYS = {"default_model", "permission_mode", "system_prompt_append",
                  "env_names", "mcp_servers", "allowed_tools",
@@ -24,18 +24,8 @@ DEFAULTS = {"default_model": None, "permission_mode": None,
 @pytest.fixture(scope="module")
 def srv(cluster, logdir):
     """A server of its own: its first registered user is the admin."""
-    db = cluster.create_database()
-    s = Server(db, name="settings", logdir=logdir,
-               env={"CORRAL_ACCESS_TOKEN_TTL": "600"})
-    try:
-        s.start()
-        yield s
-        s.stop()
-        issues = s.problems()
-        assert not issues, "\n".join(issues) + "\n" + s.log_tail()
-    finally:
-        s.cleanup()
-        cluster.drop_database(db)
+    yield from serve(cluster, logdir, "settings",
+                     {"CORRAL_ACCESS_TOKEN_TTL": "600"})
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ import uuid
 
 import pytest
 
-from conftest import Server, _TEST_SERVERS, assert_problem, register, \
-    require_env
-from pipeline_util import Chat, ModelServer, cli_path, text_rule
+from conftest import _TEST_SERVERS, assert_problem, register, serve
+from pipeline_util import Chat, model, pipeline_env, text_rule
 
 SUM_KEYS = {"input_tokens", "output_tokens", "cache_creation_input_tokens",
             "cache_read_input_tokens", "cost_usd", "messages"}
@@ -264,33 +263,8 @@ def test_unauthenticated(server):
 # --------------------------------------------------------- budget at send
 
 @pytest.fixture(scope="module")
-def model(logdir):
-    m = ModelServer(logdir)
-    yield m
-    m.stop()
-
-
-@pytest.fixture(scope="module")
 def pipe(cluster, logdir, model):
-    db = cluster.create_database()
-    env = {
-        "CORRAL_MODEL_UPSTREAM_URL": model.base,
-        "CORRAL_MODEL_API_KEY": "sk-test-upstream-key",
-        "CORRAL_CLI_PATH": cli_path(),
-        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
-        "CORRAL_CLI_MAX_RETRIES": "0",
-        "CORRAL_ACCESS_TOKEN_TTL": "3600",
-    }
-    srv = Server(db, env=env, name="budget", logdir=logdir)
-    try:
-        srv.start()
-        yield srv
-        srv.stop()
-        issues = srv.problems()
-        assert not issues, "\n".join(issues) + "\n" + srv.log_tail()
-    finally:
-        srv.cleanup()
-        cluster.drop_database(db)
+    yield from serve(cluster, logdir, "budget", pipeline_env(model))
 
 
 @pytest.fixture
