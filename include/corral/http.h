@@ -135,6 +135,10 @@ struct pg_reply;
 struct pg_result;
 bool req_store_row(struct req *r, const struct pg_reply *reply,
                    const char *what);
+/* For a DELETE's store callback: 204 when a row went, 404 `no such
+ * <what>` when none did, 503/500 when the query failed. */
+void req_reply_deleted(struct req *r, const struct pg_reply *reply,
+                       const char *what);
 /* Answers 200 with row 0 of reply written by write, or as above. */
 void req_reply_row(struct req *r, const struct pg_reply *reply,
                    const char *what,

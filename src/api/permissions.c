@@ -119,16 +119,7 @@ void api_permission_rules_list(struct req *r)
 
 static void on_rule_deleted(void *arg, const struct pg_reply *reply)
 {
-    struct req *r = arg;
-    if (reply->status != PG_OK) {
-        req_store_error(r, reply->status, reply->errmsg);
-        return;
-    }
-    if (strcmp(PQcmdTuples(reply->res), "0") == 0) {
-        req_problem(r, 404, "not_found", "no such permission rule");
-        return;
-    }
-    req_reply_empty(r, 204);
+    req_reply_deleted(arg, reply, "permission rule");
 }
 
 void api_permission_rules_delete(struct req *r)

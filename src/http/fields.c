@@ -183,6 +183,17 @@ bool req_list_rows(struct req *r, const struct pg_reply *reply)
     return true;
 }
 
+void req_reply_deleted(struct req *r, const struct pg_reply *reply,
+                       const char *what)
+{
+    if (reply->status != PG_OK)
+        req_store_error(r, reply->status, reply->errmsg);
+    else if (strcmp(PQcmdTuples(reply->res), "0") == 0)
+        req_problem(r, 404, "not_found", "no such %s", what);
+    else
+        req_reply_empty(r, 204);
+}
+
 bool req_store_row(struct req *r, const struct pg_reply *reply,
                    const char *what)
 {
