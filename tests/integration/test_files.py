@@ -229,6 +229,12 @@ def test_workspace_round_trips(files_srv):
     r = srv.get(f"{base}/files", token=tok)
     assert r.status_code == 200 and r.json() == {"items": [],
                                                  "next_cursor": None}
+    # Over the PUT limit: 413, nothing stored. (First: the answer's
+    # lingering close must end before the server stops.)
+    r = srv.request("PUT", f"{base}/files/content", token=tok,
+                    params={"path": "huge"}, data=b"h" * ((8 << 20) + 1))
+    assert_problem(r, 413, request_id=False)
+    assert not os.path.exists(os.path.join(ws_root(srv, chat), "huge"))
     big = os.urandom(3 << 20)
     r = srv.request("PUT", f"{base}/files/content", token=tok,
                     params={"path": "src/deep/big.bin"}, data=big)
@@ -289,11 +295,6 @@ def test_workspace_round_trips(files_srv):
     r = srv.request("PUT", f"{base}/files/content", token=tok,
                     params={"path": "empty"}, data=b"x")
     assert_problem(r, 409)
-    # Over the PUT limit: 413, nothing stored.
-    r = srv.request("PUT", f"{base}/files/content", token=tok,
-                    params={"path": "huge"}, data=b"h" * ((8 << 20) + 1))
-    assert_problem(r, 413, request_id=False)
-    assert not os.path.exists(os.path.join(ws_root(srv, chat), "huge"))
 
 
 TRAVERSALS = ["../x", "a/../../x", "/etc/passwd", "a%00b", "%2e%2e/x",
