@@ -422,11 +422,11 @@ static void on_rm_exit(void *arg, int status)
  * what a stopped process left (sandbox_local_sweep: .trash-*). */
 static int remove_tree(struct req *r, int pfd, const char *name)
 {
-    char trash[700];
-    static unsigned long long seq;
-    snprintf(trash, sizeof(trash), "%s/sandboxes/.trash-files-%llu-%llu",
-             r->srv->cfg->data_dir, (unsigned long long)server_mono_us(),
-             ++seq);
+    char trash[700], uid[UUID_STR_LEN + 1];
+    if (ids_uuid7(uid) < 0)
+        return -EAGAIN;
+    snprintf(trash, sizeof(trash), "%s/sandboxes/.trash-files-%s",
+             r->srv->cfg->data_dir, uid);
     if (renameat(pfd, name, AT_FDCWD, trash) < 0)
         return -errno;
     const char *argv[] = {"/bin/rm", "-rf", "--one-file-system", "--",
