@@ -68,4 +68,20 @@ void api_admin_model_put(struct req *r);
 void api_admin_users_list(struct req *r);
 void api_admin_user_patch(struct req *r);
 
+/* attachments.c, files.c: attachments and the workspace files API */
+void api_attachments_upload(struct req *r);
+void api_attachments_list(struct req *r);
+void api_attachments_get(struct req *r);
+void api_attachments_delete(struct req *r);
+void api_files_list(struct req *r);
+void api_files_content_get(struct req *r);
+void api_files_content_put(struct req *r);
+void api_files_delete(struct req *r);
+void api_files_mkdir(struct req *r);
+void api_files_archive(struct req *r);
+/* The blob path of an attachment's bytes: <data_dir>/attachments/
+ * <sha[0:2]>/<sha>. */
+void attach_blob_path(const char *data_dir, const char *sha, char *out,
+                      size_t n);
+
 #endif

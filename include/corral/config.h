@@ -41,6 +41,8 @@ struct config {
     int pg_query_timeout_ms;
     /* HTTP limits */
     int64_t max_body_bytes;
+    int64_t attachment_max_bytes;    /* one attachment upload (413) */
+    int64_t workspace_put_max_bytes; /* one PUT of a workspace file */
     int json_max_depth;
     int json_max_tokens;
     int header_timeout_ms;

@@ -51,6 +51,8 @@ struct req {
     bool in_handler;              /* inside evhtp's request callback */
     bool taken;                   /* req_take_connection took the socket */
     void *state;                  /* handler state, free()d with the req */
+    struct upload *upload;        /* streamed body (ROUTE_STREAM_*), freed
+                                     with the req */
     struct req_alloc *allocs;     /* freed with the req (decoded query) */
 };
 
@@ -76,6 +78,8 @@ const char *req_param(const struct req *r, const char *name);
 /* Query parameter (decoded) or NULL. */
 const char *req_query(const struct req *r, const char *name);
 const char *req_header(const struct req *r, const char *name);
+/* The query string as received (still percent-encoded) or NULL. */
+const char *req_query_raw(const struct req *r);
 
 /* Answers. body may be NULL (no body). These take ownership of nothing:
  * the bytes are copied. */

@@ -34,6 +34,12 @@ enum {
     ROUTE_QUERY_TOKEN = 1 << 3, /* ?access_token= accepted (stream, ws) */
     ROUTE_NO_API = 1 << 4,     /* not part of the OpenAPI document */
     ROUTE_JSON_OPTIONAL = 1 << 5, /* like JSON_BODY, but may be empty */
+    /* The body is streamed to a temp file as it arrives (r->upload,
+     * include/corral/upload.h), not collected in r->body: STREAM_BODY
+     * takes multipart/form-data or a raw body up to attachment_max_bytes,
+     * STREAM_RAW a raw body up to workspace_put_max_bytes. */
+    ROUTE_STREAM_BODY = 1 << 6,
+    ROUTE_STREAM_RAW = 1 << 7,
 };
 
 struct route {

@@ -16,6 +16,7 @@
 #include "corral/mem.h"
 #include "corral/metrics.h"
 #include "corral/server.h"
+#include "corral/upload.h"
 #include "http_int.h"
 
 struct http_conn {
@@ -27,6 +28,7 @@ struct http_conn {
     bool dead;                /* evhtp freed the connection; we free soon */
     bool body_too_large;      /* the current request's body hit the cap */
     uint64_t body_bytes;      /* of the current request */
+    struct upload *upload;    /* the current request's streamed body */
     char ip[64];
 };
 
@@ -57,6 +59,8 @@ static void conn_unlink(struct http_conn *hc)
     if (hc->next)
         hc->next->prev = hc->prev;
     hs->connections--;
+    upload_free(hc->upload); /* a body cut off: its temp file goes */
+    hc->upload = NULL;
     event_free(hc->deadline);
     hc->deadline = NULL;
     hc->dead = true;
@@ -97,6 +101,8 @@ static evhtp_res on_headers_start(evhtp_request_t *ev, void *arg)
     hc->reading_head = true;
     hc->body_too_large = false;
     hc->body_bytes = 0;
+    upload_free(hc->upload);
+    hc->upload = NULL;
     arm_deadline(hc, hc->hs->srv->cfg->header_timeout_ms);
     return EVHTP_RES_OK;
 }
@@ -108,11 +114,52 @@ static uint64_t content_length(evhtp_headers_t *hdrs, bool *present)
     return v ? strtoull(v, NULL, 10) : 0;
 }
 
+static enum http_method method_of(evhtp_request_t *ev);
+
+/* The route's streamed-body flags, 0 for an ordinary route. */
+static unsigned stream_flags(evhtp_request_t *ev)
+{
+    const struct route *rt = NULL;
+    struct route_params params;
+    if (!ev->uri || !ev->uri->path || !ev->uri->path->full ||
+        router_match(http_routes, http_routes_count, method_of(ev),
+                     ev->uri->path->full, &rt, &params) != ROUTER_FOUND)
+        return 0;
+    return rt->flags & (ROUTE_STREAM_BODY | ROUTE_STREAM_RAW);
+}
+
+/* A streamed body goes to a temp file chunk by chunk (upload.h); its own
+ * limit is checked here, before a byte of the body, when announced. */
+static evhtp_res start_upload(struct http_conn *hc, evhtp_request_t *ev,
+                              evhtp_headers_t *hdrs, unsigned flags)
+{
+    const struct config *cfg = hc->hs->srv->cfg;
+    bool present;
+    uint64_t len = content_length(hdrs, &present);
+    uint64_t limit = (uint64_t)((flags & ROUTE_STREAM_BODY)
+                                    ? cfg->attachment_max_bytes
+                                    : cfg->workspace_put_max_bytes);
+    const char *ct = evhtp_header_find(hdrs, "Content-Type");
+    bool multipart = (flags & ROUTE_STREAM_BODY) && ct &&
+                     strncasecmp(ct, "multipart/", 10) == 0;
+    if (present && len > limit + (multipart ? 65536 : 0)) {
+        http_close_with_status(hc, 413, "body_too_large",
+                               "the upload exceeds its size limit", false);
+        return EVHTP_RES_ERROR;
+    }
+    hc->upload = upload_new(cfg->data_dir, ct,
+                            (flags & ROUTE_STREAM_BODY) != 0, limit);
+    return EVHTP_RES_OK; /* without a temp file the handler answers 500 */
+}
+
 static evhtp_res on_headers(evhtp_request_t *ev, evhtp_headers_t *hdrs,
                             void *arg)
 {
     struct http_conn *hc = arg;
     evtimer_del(hc->deadline);
+    unsigned sflags = stream_flags(ev);
+    if (sflags)
+        return start_upload(hc, ev, hdrs, sflags);
     bool present;
     uint64_t len = content_length(hdrs, &present);
     if (present && len > (uint64_t)hc->hs->srv->cfg->max_body_bytes) {
@@ -124,9 +171,36 @@ static evhtp_res on_headers(evhtp_request_t *ev, evhtp_headers_t *hdrs,
     return EVHTP_RES_OK;
 }
 
+/* Feeds a streamed body and drains it, so evhtp keeps nothing of it. */
+static evhtp_res feed_upload(struct http_conn *hc, struct evbuffer *buf)
+{
+    struct evbuffer_iovec v[8];
+    int n;
+    while ((n = evbuffer_peek(buf, -1, NULL, v, 8)) > 0) {
+        size_t used = 0;
+        for (int i = 0; i < n && i < 8; i++) {
+            if (upload_feed(hc->upload, v[i].iov_base, v[i].iov_len) < 0) {
+                http_close_with_status(hc, 413, "body_too_large",
+                                       "the upload exceeds its size limit",
+                                       false);
+                return EVHTP_RES_ERROR;
+            }
+            used += v[i].iov_len;
+        }
+        evbuffer_drain(buf, used);
+    }
+    return EVHTP_RES_OK;
+}
+
 static evhtp_res on_body(evhtp_request_t *ev, struct evbuffer *buf, void *arg)
 {
     struct http_conn *hc = arg;
+    if (hc->upload)
+        return feed_upload(hc, buf);
+    if (stream_flags(ev)) { /* no temp file: drop the body, answer 500 */
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        return EVHTP_RES_OK;
+    }
     hc->body_bytes += evbuffer_get_length(buf);
     if (hc->body_bytes > (uint64_t)hc->hs->srv->cfg->max_body_bytes) {
         /* A chunked body grew past the cap. */
@@ -188,6 +262,7 @@ static struct http_conn *conn_of(evhtp_request_t *ev)
 
 static void free_req(struct req *r)
 {
+    upload_free(r->upload);
     buf_deinit(&r->body);
     json_doc_free(r->json);
     free(r->state);
@@ -434,6 +509,12 @@ static void on_request(evhtp_request_t *ev, void *arg)
 {
     struct http_server *hs = arg;
     struct req *r = req_new(hs, ev);
+    struct http_conn *hc = conn_of(ev);
+    if (hc && hc->upload) { /* the streamed body is complete */
+        r->upload = hc->upload;
+        hc->upload = NULL;
+        upload_finish(r->upload);
+    }
     size_t n = evbuffer_get_length(ev->buffer_in);
     if (n) {
         buf_reserve(&r->body, n);
@@ -471,8 +552,12 @@ struct http_server *http_server_new(struct server *srv)
     evhtp_set_gencb(hs->htp, on_request, hs);
     evhtp_set_post_accept_cb(hs->htp, on_accept, hs);
     /* Our own checks answer 413 first; this is a backstop that closes. */
-    evhtp_set_max_body_size(hs->htp,
-                            (uint64_t)srv->cfg->max_body_bytes * 2 + 65536);
+    int64_t cap = srv->cfg->max_body_bytes;
+    if (srv->cfg->attachment_max_bytes > cap)
+        cap = srv->cfg->attachment_max_bytes;
+    if (srv->cfg->workspace_put_max_bytes > cap)
+        cap = srv->cfg->workspace_put_max_bytes;
+    evhtp_set_max_body_size(hs->htp, (uint64_t)cap * 2 + 131072);
     if (evhtp_bind_socket(hs->htp, srv->cfg->listen_host,
                           srv->cfg->listen_port, 1024) != 0) {
         log_error("cannot listen on %s:%u", srv->cfg->listen_host,

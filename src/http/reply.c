@@ -18,6 +18,12 @@ const char *req_param(const struct req *r, const char *name)
     return router_param(&r->params, name);
 }
 
+const char *req_query_raw(const struct req *r)
+{
+    return r->ev && r->ev->uri->query_raw
+               ? (const char *)r->ev->uri->query_raw : NULL;
+}
+
 const char *req_header(const struct req *r, const char *name)
 {
     return r->ev ? evhtp_header_find(r->ev->headers_in, name) : NULL;
