@@ -62,6 +62,10 @@ void api_permission_rules_delete(struct req *r);
 void api_settings_get(struct req *r);
 void api_settings_put(struct req *r);
 
+/* checkpoints.c */
+void api_checkpoints_list(struct req *r);
+void api_checkpoints_restore(struct req *r);
+
 /* admin.c: models and the admin endpoints */
 void api_models_list(struct req *r);
 void api_admin_model_put(struct req *r);

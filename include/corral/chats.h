@@ -72,6 +72,20 @@ int chats_permission_answer(struct chats *c, const char *chat_id,
                             void (*cb)(void *arg, const struct pg_reply *r),
                             void *arg);
 
+/* Restores checkpoint cid of the chat (its row checked by the caller):
+ * -1 when the chat has a run, active or queued (nothing changes then).
+ * Else the restore holds the chat's run slot (messages sent meanwhile
+ * queue behind it), closes the chat's CLI (the next turn resumes the
+ * restored session), restores the workspace and the session files in a
+ * child process, and calls cb once with err NULL on success. The slot
+ * stays held until chats_restore_done. */
+int chats_restore(struct chats *c, const char *chat_id, const char *cid,
+                  void (*cb)(void *arg, const char *err), void *arg);
+/* Ends a restore: keep (the checkpoint ids left, space-separated) lets the
+ * blobs of the others go first; NULL skips that. Then the queue moves. */
+void chats_restore_done(struct chats *c, const char *chat_id,
+                        const char *keep);
+
 struct chat_live {
     const char *status;       /* idle, queued, running, awaiting_permission */
     bool has_run;

@@ -78,6 +78,10 @@ struct config {
     int sandbox_fsize_mb;     /* RLIMIT_FSIZE: largest file */
     int sandbox_cpu_s;        /* RLIMIT_CPU; 0 = none */
     char *sandbox_init_path;  /* the in-sandbox init/forwarder binary */
+    /* checkpoints (src/run/checkpoint.c) */
+    char *snapshot_path;      /* the corral-snapshot helper binary */
+    int checkpoint_timeout_ms; /* one snapshot, restore or gc */
+    int checkpoint_retention; /* checkpoints kept per chat */
     /* streaming */
     int event_batch_delay_ms; /* group commit window of durable events */
     int event_batch_max;      /* events per group commit */

@@ -193,11 +193,14 @@ bool run_set_phase(struct run *run, enum run_phase to)
     }
     log_info("run %s: %s -> %s", run->spec.run_id,
              run_phase_name(run->phase), run_phase_name(to));
+    bool after_checkpoint = run->phase == RUN_PHASE_CHECKPOINT;
     run->phase = to;
     arm_phase_timer(run);
     if (!run_phase_terminal(to)) {
         write_phase(run);
         publish_status(run, NULL, NULL);
+    } else if (after_checkpoint) {
+        write_phase(run); /* the finish statement recorded `done` early */
     }
     return true;
 }
@@ -246,10 +249,24 @@ static void publish_usage(struct run *run, const PGresult *res)
     }
 }
 
+void run_leave_slot(struct run *run)
+{
+    struct chat_rt *rt = run->chat;
+    run_set_phase(run, run->final);
+    publish_status(run, run->err_code[0] ? run->err_code : NULL,
+                   run->err_detail);
+    if (rt->active == run) {
+        rt->active = NULL;
+        run_release(run); /* the slot's reference */
+    }
+    rt_kick(rt);
+}
+
 static void on_run_finished(void *arg, const struct pg_reply *reply)
 {
     struct run *run = arg;
     struct chat_rt *rt = run->chat;
+    run->db_busy = false;
     if (rt->reg->closing) {
         run_release(run);
         return;
@@ -259,14 +276,11 @@ static void on_run_finished(void *arg, const struct pg_reply *reply)
                   reply->errmsg);
     else
         publish_usage(run, reply->res);
-    run_set_phase(run, run->final);
-    publish_status(run, run->err_code[0] ? run->err_code : NULL,
-                   run->err_detail);
-    if (rt->active == run) {
-        rt->active = NULL;
-        run_release(run); /* the slot's reference */
-    }
-    rt_kick(rt);
+    if (run->final == RUN_PHASE_DONE && reply->status == PG_OK &&
+        rt->active == run)
+        checkpoint_run(run); /* ends in run_leave_slot */
+    else
+        run_leave_slot(run);
     run_release(run); /* last: it may free rt */
 }
 
@@ -412,7 +426,7 @@ static void on_run_loaded(void *arg, const struct pg_reply *reply)
 
 static void rt_kick(struct chat_rt *rt)
 {
-    if (rt->active || !rt->q_head) {
+    if (rt->active || rt->restoring || !rt->q_head) {
         turn_idle_check(rt);
         return;
     }
@@ -449,6 +463,16 @@ void chats_enqueue(struct chats *c, const struct run_spec *spec)
     rt_kick(rt);
 }
 
+struct chat_rt *chat_rt_get(struct chats *c, const char *chat_id)
+{
+    return rt_get(c, chat_id);
+}
+
+void chat_rt_kick(struct chat_rt *rt)
+{
+    rt_kick(rt);
+}
+
 /* Cancels the queued (not started) runs. */
 static int drop_queue(struct chat_rt *rt)
 {
@@ -473,6 +497,10 @@ int chats_interrupt(struct chats *c, const char *chat_id, bool drop)
         return 0;
     int n = drop ? drop_queue(rt) : 0;
     struct run *run = rt->active;
+    if (run && run->phase == RUN_PHASE_CHECKPOINT) {
+        checkpoint_interrupt(run);
+        return n + 1;
+    }
     if (!run || run->ending)
         return n;
     if (run->user_written)
@@ -508,13 +536,15 @@ void chats_delete(struct chats *c, const char *chat_id)
                   err ? err : "?");
     rt->sb = NULL;
     rt->sandbox_state = "none";
+    checkpoint_chat_deleted(rt);
     chat_rt_release_idle(rt);
 }
 
 void chat_rt_release_idle(struct chat_rt *rt)
 {
     struct chats *c = rt->reg;
-    if (c->closing || rt->nruns || rt->active || rt->q_head || rt->cli)
+    if (c->closing || rt->nruns || rt->active || rt->q_head || rt->cli ||
+        rt->restoring)
         return;
     if (rt->gw)
         gateway_close(rt->gw);
@@ -618,6 +648,7 @@ struct chats *chats_new(struct server *srv)
 void chats_shutdown(struct chats *c)
 {
     c->closing = true;
+    checkpoint_shutdown(c);
     for (struct chat_rt *rt = c->list; rt; rt = rt->next) {
         turn_close_cli(rt, true);
         if (rt->gw) {

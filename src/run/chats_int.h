@@ -16,6 +16,7 @@ struct sandbox;
 struct gateway;
 struct cli_proc;
 struct perm_req;
+struct ckpt_job;
 
 enum cli_state { CLI_NONE, CLI_STARTING, CLI_IDLE, CLI_BUSY, CLI_CLOSING };
 
@@ -61,6 +62,7 @@ struct run {
     struct perm_req *perms;    /* this run's requests not yet let go */
     int npending;              /* waiting for the user */
     const char *perm_end;      /* set once the run stops asking */
+    struct ckpt_job *ckpt;     /* CHECKPOINT's child (checkpoint.c) */
 };
 
 struct chat_rt {
@@ -84,6 +86,8 @@ struct chat_rt {
     int nruns;                 /* runs allocated for this chat, any state */
     struct event *idle_timer;
     bool deleted;
+    bool restoring;            /* a restore holds the run slot */
+    struct ckpt_job *restore_job; /* its child (checkpoint.c) */
 };
 
 struct chats {
@@ -92,6 +96,7 @@ struct chats {
     char *cli_real;            /* realpath of the CLI binary */
     char *cli_dir;             /* its directory, bound into sandboxes */
     bool closing;              /* shutting down: callbacks only release */
+    struct ckpt_job *jobs;     /* checkpoint children (checkpoint.c) */
 };
 
 #endif

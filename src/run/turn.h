@@ -23,6 +23,26 @@ void chat_publish_error(struct run *run, const char *code,
  * runtime. Not during shutdown (chats_free frees everything). */
 void chat_rt_release_idle(struct chat_rt *rt);
 
+/* Ends the CHECKPOINT phase (or FINALIZE's bookkeeping): the run goes
+ * to its final phase, lets the chat's run slot go and the next run
+ * start. Called once per run. */
+void run_leave_slot(struct run *run);
+/* The chat's runtime (created when missing) and the queue's next run
+ * started when the slot is free. */
+struct chat_rt *chat_rt_get(struct chats *c, const char *chat_id);
+void chat_rt_kick(struct chat_rt *rt);
+
+/* checkpoint.c */
+/* FINALIZE is stored: takes the checkpoint (run goes CHECKPOINT, then
+ * DONE through run_leave_slot). */
+void checkpoint_run(struct run *run);
+/* An interrupt during CHECKPOINT: the snapshot is abandoned. */
+void checkpoint_interrupt(struct run *run);
+/* The chat was deleted: its checkpoint store goes. */
+void checkpoint_chat_deleted(struct chat_rt *rt);
+/* Shutdown: kills every checkpoint child (their callbacks still run). */
+void checkpoint_shutdown(struct chats *c);
+
 /* turn.c */
 /* Starts the active run after it was loaded (SANDBOX_PREPARE onwards). */
 void turn_start(struct run *run);

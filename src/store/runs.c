@@ -133,16 +133,19 @@ void store_run_finish(struct pg_pool *pg, const char *const params[9],
 void store_runs_recover(struct pg_pool *pg, pg_cb cb, void *arg)
 {
     pg_query(pg,
-             "WITH r AS (UPDATE runs SET phase = 'failed', ended_at = now()"
+             /* A run that got as far as CHECKPOINT had completed. */
+             "WITH r AS (UPDATE runs SET phase = CASE WHEN phase ="
+             " 'checkpoint' THEN 'done' ELSE 'failed' END, ended_at = now()"
              " WHERE phase NOT IN ('done', 'failed', 'cancelled')"
-             " RETURNING reply_message_id),"
+             " RETURNING reply_message_id, phase),"
              " p AS (UPDATE permission_requests SET status = 'resolved',"
              " decision = 'deny', reason = 'cli_cancelled',"
              " decided_at = now() WHERE status = 'pending')"
              " UPDATE messages SET status = 'failed', completed_at = now(),"
              " error = json_build_object('code', 'instance_lost', 'detail',"
              " 'the server stopped while this message was being answered')"
-             " WHERE id IN (SELECT reply_message_id FROM r)",
+             " WHERE id IN (SELECT reply_message_id FROM r"
+             " WHERE phase = 'failed')",
              0, NULL, cb, arg);
 }
 

@@ -123,6 +123,8 @@ def base_env():
     """os.environ without any CORRAL_* variable (tests set what they mean),
     plus sanitizer options that keep reports in stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    if os.environ.get("CORRAL_SNAPSHOT"):  # the checkpoint helper
+        env["CORRAL_SNAPSHOT_PATH"] = os.environ["CORRAL_SNAPSHOT"]
     env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
     return env

@@ -1,0 +1,631 @@
+/* Checkpoints (DESIGN.md §5 CHECKPOINT, docs/notes.md "Checkpoints and
+ * restore"): after a completed turn, while the run still holds the
+ * chat's run slot, the corral-snapshot helper (src/sandbox/snapshot.c)
+ * copies what changed in the workspace and in the CLI's session tree
+ * into the chat's store, <data_dir>/checkpoints/<chat_id>; the row goes
+ * into `checkpoints`, the oldest beyond checkpoint_retention are deleted
+ * and their blobs collected. A restore holds the slot the same way.
+ *
+ * The helper runs as a child process (posix_spawn), its stdout and stderr
+ * on one pipe, its exit seen through a pidfd: nothing here blocks the
+ * loop. Each job's done callback fires exactly once, from the loop, also
+ * at shutdown (then with an error, and callbacks only release). */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "corral/bus.h"
+#include "corral/config.h"
+#include "corral/ids.h"
+#include "corral/json.h"
+#include "corral/log.h"
+#include "corral/mem.h"
+#include "corral/sandbox.h"
+#include "corral/server.h"
+#include "corral/store_checkpoints.h"
+#include "turn.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+#define SNAPSHOT_NAME "corral-snapshot"
+#define JOB_OUT_MAX 2048 /* the helper's last words kept */
+
+typedef void (*job_done_fn)(void *arg, const char *err, const char *out);
+
+struct ckpt_job {
+    struct ckpt_job *next;     /* on chats->jobs */
+    struct chats *reg;
+    pid_t pid;
+    int pidfd, outfd;          /* -1 when closed */
+    struct event *ev_out, *ev_exit, *ev_timer;
+    char out[JOB_OUT_MAX + 1]; /* the tail of stdout + stderr */
+    size_t outlen;
+    int status;                /* wait status once exited */
+    bool exited, killed, timed_out;
+    job_done_fn done;
+    void *arg;
+};
+
+/* ---- the helper as a child process ---- */
+
+/* snapshot_path, else beside corrald, in src/sandbox/ of the build tree,
+ * or in ../libexec (like the sandbox init). NULL when not found. */
+static char *find_helper(const struct config *cfg)
+{
+    if (cfg->snapshot_path && cfg->snapshot_path[0])
+        return access(cfg->snapshot_path, X_OK) == 0
+                   ? realpath(cfg->snapshot_path, NULL)
+                   : NULL;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    static const char *const rel[] = {"", "/sandbox", "/../libexec"};
+    for (size_t i = 0; i < ARRAY_SIZE(rel); i++) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof(path), "%s%s/" SNAPSHOT_NAME, exe, rel[i]);
+        if (access(path, X_OK) == 0)
+            return realpath(path, NULL);
+    }
+    return NULL;
+}
+
+static void job_unlink(struct ckpt_job *j)
+{
+    struct ckpt_job **pp = &j->reg->jobs;
+    while (*pp && *pp != j)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = j->next;
+}
+
+static void job_free(struct ckpt_job *j)
+{
+    if (j->ev_out)
+        event_free(j->ev_out);
+    if (j->ev_exit)
+        event_free(j->ev_exit);
+    if (j->ev_timer)
+        event_free(j->ev_timer);
+    if (j->outfd >= 0)
+        close(j->outfd);
+    if (j->pidfd >= 0)
+        close(j->pidfd);
+    free(j);
+}
+
+/* The last non-empty line of the output (the JSON of a success, the
+ * message of a failure). */
+static const char *last_line(char *out)
+{
+    size_t n = strlen(out);
+    while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+        out[--n] = '\0';
+    char *nl = strrchr(out, '\n');
+    return nl ? nl + 1 : out;
+}
+
+static void job_finish(struct ckpt_job *j)
+{
+    job_unlink(j);
+    j->out[j->outlen] = '\0';
+    const char *line = last_line(j->out);
+    char err[JOB_OUT_MAX + 64];
+    const char *e = NULL;
+    if (j->timed_out)
+        e = "the checkpoint took longer than checkpoint_timeout_ms";
+    else if (j->killed)
+        e = "interrupted";
+    else if (!WIFEXITED(j->status) || WEXITSTATUS(j->status) != 0) {
+        snprintf(err, sizeof(err), "corral-snapshot failed (%s %d)%s%s",
+                 WIFEXITED(j->status) ? "status" : "signal",
+                 WIFEXITED(j->status) ? WEXITSTATUS(j->status)
+                                      : WTERMSIG(j->status),
+                 *line ? ": " : "", line);
+        e = err;
+    }
+    if (e)
+        log_warn("checkpoint job %d: %s", (int)j->pid, e);
+    j->done(j->arg, e, e ? NULL : line);
+    job_free(j);
+}
+
+static void job_check_done(struct ckpt_job *j)
+{
+    if (j->exited && j->outfd < 0)
+        job_finish(j);
+}
+
+static void on_job_out(evutil_socket_t fd, short what, void *arg)
+{
+    struct ckpt_job *j = arg;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n > 0) {
+        /* Keep the tail: the JSON line comes last. */
+        size_t k = (size_t)n;
+        if (k > JOB_OUT_MAX)
+            k = JOB_OUT_MAX;
+        if (j->outlen + k > JOB_OUT_MAX) {
+            size_t drop = j->outlen + k - JOB_OUT_MAX;
+            memmove(j->out, j->out + drop, j->outlen - drop);
+            j->outlen -= drop;
+        }
+        memcpy(j->out + j->outlen, buf + (size_t)n - k, k);
+        j->outlen += k;
+        return;
+    }
+    event_del(j->ev_out);
+    close(j->outfd);
+    j->outfd = -1;
+    job_check_done(j);
+}
+
+static void on_job_exit(evutil_socket_t fd, short what, void *arg)
+{
+    struct ckpt_job *j = arg;
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    if (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) < 0 ||
+        si.si_pid == 0)
+        return; /* not yet */
+    event_del(j->ev_exit);
+    event_del(j->ev_timer);
+    j->exited = true;
+    j->status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0)
+                                         : si.si_status; /* the signal */
+    job_check_done(j);
+}
+
+static void job_kill(struct ckpt_job *j)
+{
+    if (j->exited || j->pidfd < 0)
+        return;
+    j->killed = true;
+    syscall(SYS_pidfd_send_signal, j->pidfd, SIGKILL, NULL, 0);
+}
+
+static void on_job_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct ckpt_job *j = arg;
+    j->timed_out = true;
+    job_kill(j);
+}
+
+static pid_t spawn_helper(char *const argv[], int outfd)
+{
+    static char *const envp[] = {"PATH=/usr/bin:/bin", "LC_ALL=C", NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none;
+    pid_t pid = -1;
+    sigemptyset(&none);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, outfd, 1);
+    posix_spawn_file_actions_adddup2(&fa, outfd, 2);
+    /* Not every library in corrald sets FD_CLOEXEC. */
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETSID);
+    sigset_t all;
+    sigfillset(&all);
+    posix_spawnattr_setsigdefault(&at, &all);
+    int rc = posix_spawn(&pid, argv[0], &fa, &at, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    return pid;
+}
+
+/* Starts the helper with args (after its path); NULL with *err when it
+ * could not be started (done is not called then). */
+static struct ckpt_job *job_start(struct chats *c, const char *const *args,
+                                  job_done_fn done, void *arg,
+                                  const char **err)
+{
+    struct server *srv = c->srv;
+    char *helper = find_helper(srv->cfg);
+    if (!helper) {
+        *err = SNAPSHOT_NAME " was not found (set snapshot_path)";
+        return NULL;
+    }
+    size_t n = 0;
+    while (args[n])
+        n++;
+    char **argv = xcalloc(n + 2, sizeof(*argv));
+    argv[0] = helper;
+    for (size_t i = 0; i < n; i++)
+        argv[i + 1] = (char *)args[i];
+    int p[2];
+    pid_t pid = -1;
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0)
+        pid = spawn_helper(argv, p[1]);
+    else
+        p[0] = p[1] = -1;
+    free(helper);
+    free(argv);
+    if (p[0] < 0) {
+        *err = "cannot create a pipe";
+        return NULL;
+    }
+    close(p[1]);
+    int pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    if (pidfd < 0) {
+        log_error("checkpoint: cannot start " SNAPSHOT_NAME ": %s",
+                  strerror(errno));
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        close(p[0]);
+        *err = "cannot start " SNAPSHOT_NAME;
+        return NULL;
+    }
+    struct ckpt_job *j = xcalloc(1, sizeof(*j));
+    j->reg = c;
+    j->pid = pid;
+    j->pidfd = pidfd;
+    j->outfd = p[0];
+    j->done = done;
+    j->arg = arg;
+    j->ev_out = event_new(srv->base, p[0], EV_READ | EV_PERSIST, on_job_out,
+                          j);
+    j->ev_exit = event_new(srv->base, pidfd, EV_READ | EV_PERSIST,
+                           on_job_exit, j);
+    j->ev_timer = evtimer_new(srv->base, on_job_timeout, j);
+    struct timeval tv = ms_to_timeval(srv->cfg->checkpoint_timeout_ms);
+    event_add(j->ev_out, NULL);
+    event_add(j->ev_exit, NULL);
+    evtimer_add(j->ev_timer, &tv);
+    j->next = c->jobs;
+    c->jobs = j;
+    return j;
+}
+
+void checkpoint_shutdown(struct chats *c)
+{
+    while (c->jobs) {
+        struct ckpt_job *j = c->jobs;
+        job_kill(j);
+        waitpid(j->pid, NULL, 0); /* SIGKILLed: returns at once */
+        j->exited = true;
+        j->status = W_EXITCODE(0, SIGKILL);
+        if (j->outfd >= 0) {
+            close(j->outfd);
+            j->outfd = -1;
+        }
+        job_finish(j); /* unlinks it */
+    }
+}
+
+/* ---- paths ---- */
+
+struct ckpt_paths {
+    char store[PATH_MAX];
+    char workspace[PATH_MAX];
+    char session[PATH_MAX];    /* <home>/.claude */
+};
+
+static void paths_of(const struct config *cfg, const char *chat_id,
+                     struct ckpt_paths *p)
+{
+    snprintf(p->store, sizeof(p->store), "%s/checkpoints/%s", cfg->data_dir,
+             chat_id);
+    snprintf(p->workspace, sizeof(p->workspace), "%s/sandboxes/%s/workspace",
+             cfg->data_dir, chat_id);
+    snprintf(p->session, sizeof(p->session), "%s/sandboxes/%s/home/.claude",
+             cfg->data_dir, chat_id);
+}
+
+/* ---- the CHECKPOINT phase of a run ---- */
+
+struct ckpt_ctx {
+    struct run *run;
+    char id[CHATS_ID_LEN + 1];
+};
+
+static struct server *run_srv(const struct run *run)
+{
+    return run->chat->reg->srv;
+}
+
+static void ckpt_end(struct ckpt_ctx *x)
+{
+    struct run *run = x->run;
+    run->ckpt = NULL;
+    if (!run->chat->reg->closing)
+        run_leave_slot(run);
+    run_release(run);
+    free(x);
+}
+
+static void ckpt_fail(struct ckpt_ctx *x, const char *detail)
+{
+    if (!x->run->chat->reg->closing)
+        chat_publish_error(x->run, "checkpoint_failed", detail);
+    ckpt_end(x);
+}
+
+static void on_gc_done(void *arg, const char *err, const char *out)
+{
+    struct ckpt_ctx *x = arg;
+    if (err)
+        log_warn("chat %s: checkpoint gc: %s", x->run->spec.chat_id, err);
+    ckpt_end(x);
+}
+
+/* Retention: manifests and blobs of the deleted rows go, off the loop,
+ * still inside the run slot (no snapshot or restore meanwhile). */
+static void start_gc(struct chats *c, const char *chat_id, const char *keep,
+                     job_done_fn done, void *arg)
+{
+    struct ckpt_paths p;
+    paths_of(c->srv->cfg, chat_id, &p);
+    /* argv: gc, store, then the kept ids (at most retention of them). */
+    int n = 1;
+    for (const char *s = keep; *s; s++)
+        n += *s == ' ';
+    const char **args = xcalloc((size_t)n + 3, sizeof(*args));
+    char *copy = xstrdup(keep);
+    args[0] = "gc";
+    args[1] = p.store;
+    int k = 2;
+    for (char *save = NULL, *t = strtok_r(copy, " ", &save); t;
+         t = strtok_r(NULL, " ", &save))
+        args[k++] = t;
+    const char *err = NULL;
+    struct ckpt_job *j = job_start(c, args, done, arg, &err);
+    free(args);
+    free(copy);
+    if (!j)
+        done(arg, err, NULL);
+}
+
+static void publish_checkpoint(struct run *run, const char *id)
+{
+    struct buf data;
+    struct json_w w;
+    buf_init(&data);
+    json_w_init(&w, &data);
+    json_w_obj_begin(&w);
+    json_w_kstr(&w, "message_id", run->spec.reply_id);
+    json_w_kstr(&w, "checkpoint_id", id);
+    json_w_obj_end(&w);
+    chat_publish(run, "checkpoint", &data, true);
+    buf_deinit(&data);
+}
+
+static void on_ckpt_stored(void *arg, const struct pg_reply *reply)
+{
+    struct ckpt_ctx *x = arg;
+    struct run *run = x->run;
+    if (run->chat->reg->closing) {
+        ckpt_end(x);
+        return;
+    }
+    if (reply->status != PG_OK || PQntuples(reply->res) != 1) {
+        ckpt_fail(x, "the checkpoint could not be recorded");
+        return;
+    }
+    publish_checkpoint(run, x->id);
+    if (strcmp(pg_val(reply->res, 0, 0), "0") == 0) {
+        ckpt_end(x);
+        return;
+    }
+    start_gc(run->chat->reg, run->spec.chat_id, pg_val(reply->res, 0, 1),
+             on_gc_done, x);
+}
+
+/* {files, bytes_stored, bytes_total} of the helper, as decimal text. */
+static bool parse_totals(const char *line, char out[3][24])
+{
+    static const char *const keys[3] = {"files", "bytes_stored",
+                                        "bytes_total"};
+    struct json_doc *d = NULL;
+    if (json_parse(line, strlen(line), NULL, &d, NULL) != JSON_OK)
+        return false;
+    bool ok = true;
+    for (int i = 0; i < 3 && ok; i++) {
+        int64_t v = -1;
+        ok = json_get_int64(d, json_get(d, 0, keys[i]), &v) == 0 && v >= 0;
+        snprintf(out[i], 24, "%lld", (long long)v);
+    }
+    json_doc_free(d);
+    return ok;
+}
+
+static void on_snapshot_done(void *arg, const char *err, const char *out)
+{
+    struct ckpt_ctx *x = arg;
+    struct run *run = x->run;
+    char totals[3][24];
+    if (err || run->chat->reg->closing) {
+        ckpt_fail(x, err ? err : "shutting down");
+        return;
+    }
+    if (!parse_totals(out, totals)) {
+        ckpt_fail(x, "corral-snapshot answered something unexpected");
+        return;
+    }
+    char retention[16];
+    snprintf(retention, sizeof(retention), "%d",
+             run_srv(run)->cfg->checkpoint_retention);
+    const char *p[7] = {x->id, run->spec.chat_id, run->spec.reply_id,
+                        totals[0], totals[1], totals[2], retention};
+    store_checkpoint_insert(run_srv(run)->pg, p, on_ckpt_stored, x);
+}
+
+void checkpoint_run(struct run *run)
+{
+    struct ckpt_ctx *x = xcalloc(1, sizeof(*x));
+    x->run = run;
+    run->refs++; /* the checkpoint's, until ckpt_end */
+    if (!run_set_phase(run, RUN_PHASE_CHECKPOINT)) {
+        ckpt_end(x);
+        return;
+    }
+    if (ids_uuid7(x->id) < 0) {
+        ckpt_fail(x, "no id for the checkpoint");
+        return;
+    }
+    struct ckpt_paths p;
+    paths_of(run_srv(run)->cfg, run->spec.chat_id, &p);
+    const char *args[] = {"snapshot", p.store, x->id, p.workspace, p.session,
+                          NULL};
+    const char *err = NULL;
+    run->ckpt = job_start(run->chat->reg, args, on_snapshot_done, x, &err);
+    if (!run->ckpt)
+        ckpt_fail(x, err);
+}
+
+void checkpoint_interrupt(struct run *run)
+{
+    if (run->ckpt)
+        job_kill(run->ckpt); /* done reports "interrupted" */
+}
+
+/* ---- deletion ---- */
+
+static void on_dropped(void *arg, const char *err, const char *out)
+{
+    if (err)
+        log_warn("checkpoint store not removed: %s", err);
+}
+
+void checkpoint_chat_deleted(struct chat_rt *rt)
+{
+    struct chats *c = rt->reg;
+    if (rt->active && rt->active->ckpt)
+        job_kill(rt->active->ckpt);
+    if (rt->restore_job)
+        job_kill(rt->restore_job);
+    struct ckpt_paths p;
+    paths_of(c->srv->cfg, rt->id, &p);
+    /* Renamed aside first: a new store of the same id starts empty. */
+    char trash[PATH_MAX + 64];
+    snprintf(trash, sizeof(trash), "%s/checkpoints/.trash-%s-%llu",
+             c->srv->cfg->data_dir, rt->id,
+             (unsigned long long)server_mono_us());
+    if (rename(p.store, trash) < 0) {
+        if (errno != ENOENT)
+            log_warn("chat %s: checkpoint store: rename: %s", rt->id,
+                     strerror(errno));
+        return;
+    }
+    const char *args[] = {"drop", trash, NULL};
+    const char *err = NULL;
+    if (!job_start(c, args, on_dropped, NULL, &err))
+        log_warn("chat %s: checkpoint store not removed: %s", rt->id, err);
+}
+
+/* ---- restore ---- */
+
+struct restore_ctx {
+    struct chats *reg;
+    char chat_id[CHATS_ID_LEN + 1];
+    void (*cb)(void *arg, const char *err);
+    void *arg;
+};
+
+static void on_restored(void *arg, const char *err, const char *out)
+{
+    struct restore_ctx *x = arg;
+    struct chat_rt *rt = chat_rt_get(x->reg, x->chat_id);
+    rt->restore_job = NULL;
+    x->cb(x->arg, err ? err : NULL);
+    free(x);
+}
+
+int chats_restore(struct chats *c, const char *chat_id, const char *cid,
+                  void (*cb)(void *arg, const char *err), void *arg)
+{
+    struct chat_rt *rt = chat_rt_get(c, chat_id);
+    if (rt->active || rt->q_head || rt->restoring) {
+        chat_rt_release_idle(rt);
+        return -1;
+    }
+    /* The next turn launches a CLI that resumes the restored session. */
+    turn_close_cli(rt, true);
+    rt->restoring = true;
+    struct restore_ctx *x = xcalloc(1, sizeof(*x));
+    x->reg = c;
+    snprintf(x->chat_id, sizeof(x->chat_id), "%s", chat_id);
+    x->cb = cb;
+    x->arg = arg;
+    struct ckpt_paths p;
+    paths_of(c->srv->cfg, chat_id, &p);
+    const char *args[] = {"restore", p.store, cid, p.workspace, p.session,
+                          NULL};
+    const char *err = NULL;
+    rt->restore_job = job_start(c, args, on_restored, x, &err);
+    if (!rt->restore_job) {
+        free(x);
+        cb(arg, err);
+    }
+    return 0;
+}
+
+static void restore_release(struct chats *c, const char *chat_id)
+{
+    struct chat_rt *rt = chat_rt_get(c, chat_id);
+    rt->restoring = false;
+    if (c->closing)
+        return;
+    chat_rt_kick(rt);
+    chat_rt_release_idle(rt);
+}
+
+struct gc_ctx {
+    struct chats *reg;
+    char chat_id[CHATS_ID_LEN + 1];
+};
+
+static void on_restore_gc(void *arg, const char *err, const char *out)
+{
+    struct gc_ctx *x = arg;
+    if (err)
+        log_warn("chat %s: checkpoint gc: %s", x->chat_id, err);
+    restore_release(x->reg, x->chat_id);
+    free(x);
+}
+
+void chats_restore_done(struct chats *c, const char *chat_id,
+                        const char *keep)
+{
+    if (!keep || c->closing) {
+        restore_release(c, chat_id);
+        return;
+    }
+    struct gc_ctx *x = xcalloc(1, sizeof(*x));
+    x->reg = c;
+    snprintf(x->chat_id, sizeof(x->chat_id), "%s", chat_id);
+    start_gc(c, chat_id, keep, on_restore_gc, x);
+}
