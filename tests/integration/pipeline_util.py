@@ -233,6 +233,19 @@ class Chat:
             time.sleep(0.2)
         raise AssertionError(f"reply {reply_id} still {m['status']}")
 
+    def wait_idle(self, timeout=60):
+        """Until no run holds the chat (a completed reply's checkpoint
+        still runs after its status is final)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r = self.srv.get(f"/chats/{self.id}/status",
+                             token=self.user.access)
+            assert r.status_code == 200, r.text
+            if r.json()["status"] == "idle":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"chat {self.id} still {r.json()['status']}")
+
     def workspace(self):
         return os.path.join(self.srv.data_dir, "sandboxes", self.id,
                             "workspace")

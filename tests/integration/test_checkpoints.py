@@ -10,45 +10,19 @@ import time
 
 import pytest
 
-from conftest import (_TEST_SERVERS, Server, assert_problem, register,
-                      require_env)
-from pipeline_util import Chat, ModelServer, cli_path, finished, types
-
-
-@pytest.fixture(scope="module")
-def model(logdir):
-    m = ModelServer(logdir)
-    yield m
-    m.stop()
-
-
-def make_server(cluster, logdir, model, name, **extra):
-    db = cluster.create_database()
-    env = {
-        "CORRAL_MODEL_UPSTREAM_URL": model.base,
-        "CORRAL_MODEL_API_KEY": "sk-test-upstream-key",
-        "CORRAL_CLI_PATH": cli_path(),
-        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
-        "CORRAL_CLI_MAX_RETRIES": "0",
-        "CORRAL_ACCESS_TOKEN_TTL": "3600",
-        **extra,
-    }
-    srv = Server(db, env=env, name=name, logdir=logdir)
-    return srv, db
+from conftest import _TEST_SERVERS, assert_problem, register, serve
+from pipeline_util import Chat, finished, model, pipeline_env, types
 
 
 @pytest.fixture(scope="module")
 def pipe(cluster, logdir, model):
-    srv, db = make_server(cluster, logdir, model, "ckpt")
-    try:
-        srv.start()
-        yield srv
-        srv.stop()
-        issues = srv.problems()
-        assert not issues, "\n".join(issues) + "\n" + srv.log_tail()
-    finally:
-        srv.cleanup()
-        cluster.drop_database(db)
+    yield from serve(cluster, logdir, "ckpt", pipeline_env(model))
+
+
+@pytest.fixture
+def retention_pipe(cluster, logdir, model):
+    yield from serve(cluster, logdir, "ckpt-retention", pipeline_env(
+        model, CORRAL_CHECKPOINT_RETENTION="2"))
 
 
 @pytest.fixture
@@ -265,52 +239,43 @@ def test_checkpoint_not_found_and_other_user(pipe, model, user):
     assert chat.message(sent["reply"]["id"])["status"] == "completed"
 
 
-def test_retention(cluster, logdir, model):
-    srv, db = make_server(cluster, logdir, model, "ckpt-retention",
-                          CORRAL_CHECKPOINT_RETENTION="2")
-    try:
-        srv.start()
-        _TEST_SERVERS.append(srv)
-        model.scenario([
-            {"match": {"tool_result": True},
-             "reply": {"blocks": [{"type": "text", "text": "Done."}]}},
-            {"match": {"user_text_contains": "file"},
-             "reply": {"blocks": [bash(
-                 "head -c 200000 /dev/urandom > f.bin")]}},
-        ])
-        u = register(srv)
-        chat = Chat(srv, u, permission_mode="auto")
-        store = os.path.join(srv.data_dir, "checkpoints", chat.id)
-        f_bin = os.path.join(chat.workspace(), "f.bin")
-        shas = []
-        sent = []
-        for i in range(3):
-            sent.append(turn(chat, f"file {i}"))
-            wait_done(chat, sent[-1])
-            with open(f_bin, "rb") as f:
-                shas.append(hashlib.sha256(f.read()).hexdigest())
-        items = checkpoints(chat)["items"]
-        assert [c["message_id"] for c in items] == [
-            sent[2]["reply"]["id"], sent[1]["reply"]["id"]]
-        manifests = sorted(os.listdir(os.path.join(store, "manifests")))
-        assert manifests == sorted(c["id"] for c in items)
+def test_retention(retention_pipe, model):
+    srv = retention_pipe
+    _TEST_SERVERS.append(srv)
+    model.scenario([
+        {"match": {"tool_result": True},
+         "reply": {"blocks": [{"type": "text", "text": "Done."}]}},
+        {"match": {"user_text_contains": "file"},
+         "reply": {"blocks": [bash(
+             "head -c 200000 /dev/urandom > f.bin")]}},
+    ])
+    u = register(srv)
+    chat = Chat(srv, u, permission_mode="auto")
+    store = os.path.join(srv.data_dir, "checkpoints", chat.id)
+    f_bin = os.path.join(chat.workspace(), "f.bin")
+    shas = []
+    sent = []
+    for i in range(3):
+        sent.append(turn(chat, f"file {i}"))
+        wait_done(chat, sent[-1])
+        with open(f_bin, "rb") as f:
+            shas.append(hashlib.sha256(f.read()).hexdigest())
+    items = checkpoints(chat)["items"]
+    assert [c["message_id"] for c in items] == [
+        sent[2]["reply"]["id"], sent[1]["reply"]["id"]]
+    manifests = sorted(os.listdir(os.path.join(store, "manifests")))
+    assert manifests == sorted(c["id"] for c in items)
 
-        def blob(sha):
-            return os.path.join(store, "blobs", sha[:2], sha)
-        # The first turn's file is referenced by no kept checkpoint.
-        assert not os.path.exists(blob(shas[0]))
-        assert os.path.getsize(blob(shas[1])) == 200000
-        assert os.path.getsize(blob(shas[2])) == 200000
-        # Deleting the chat removes its store.
-        r = srv.delete(f"/chats/{chat.id}", token=u.access)
-        assert r.status_code == 204, r.text
-        deadline = time.time() + 10
-        while os.path.exists(store) and time.time() < deadline:
-            time.sleep(0.1)
-        assert not os.path.exists(store)
-        srv.stop()
-        issues = srv.problems()
-        assert not issues, "\n".join(issues) + "\n" + srv.log_tail()
-    finally:
-        srv.cleanup()
-        cluster.drop_database(db)
+    def blob(sha):
+        return os.path.join(store, "blobs", sha[:2], sha)
+    # The first turn's file is referenced by no kept checkpoint.
+    assert not os.path.exists(blob(shas[0]))
+    assert os.path.getsize(blob(shas[1])) == 200000
+    assert os.path.getsize(blob(shas[2])) == 200000
+    # Deleting the chat removes its store.
+    r = srv.delete(f"/chats/{chat.id}", token=u.access)
+    assert r.status_code == 204, r.text
+    deadline = time.time() + 10
+    while os.path.exists(store) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(store)

@@ -350,6 +350,7 @@ def test_retry_over_budget_is_refused(pipe, model, spender):
     sent = chat.send("hello")
     reply = sent["reply"]["id"]
     assert chat.wait_reply(reply)["status"] == "completed"
+    chat.wait_idle()  # its checkpoint done: nothing rewrites the row
     pipe.db.query("UPDATE messages SET status = 'failed' WHERE id = %s",
                   (reply,))
     set_cap(pipe, spender, "0")
