@@ -76,6 +76,9 @@ struct config {
     int sandbox_fsize_mb;     /* RLIMIT_FSIZE: largest file */
     int sandbox_cpu_s;        /* RLIMIT_CPU; 0 = none */
     char *sandbox_init_path;  /* the in-sandbox init/forwarder binary */
+    int sandbox_idle_timeout_s; /* no run this long: the sandbox stops */
+    int workspace_quota_mb;   /* soft, per chat; 0 = off */
+    int quota_check_interval_s; /* during a run; also a measurement's age */
     /* streaming */
     int event_batch_delay_ms; /* group commit window of durable events */
     int event_batch_max;      /* events per group commit */

@@ -61,6 +61,9 @@ struct run {
     struct perm_req *perms;    /* this run's requests not yet let go */
     int npending;              /* waiting for the user */
     const char *perm_end;      /* set once the run stops asking */
+    const char *stop_code;     /* corral interrupted it (quota): the
+                                  run ends FAILED with this code */
+    char stop_detail[128];
 };
 
 struct chat_rt {
@@ -84,6 +87,14 @@ struct chat_rt {
     int nruns;                 /* runs allocated for this chat, any state */
     struct event *idle_timer;
     bool deleted;
+    /* sandbox lifecycle (lifecycle.c) and quota (quota.c) */
+    struct event *sb_idle_timer; /* sandbox_idle_timeout_s after a run */
+    bool sb_stopping;          /* idle stop: waiting for the CLI to exit */
+    struct event *quota_timer; /* quota_check_interval_s during a run */
+    bool quota_measuring;      /* the run's periodic check in flight */
+    bool quota_over;           /* the last measurement */
+    int64_t quota_used;
+    int64_t quota_at_ms;       /* its monotonic time; 0: none */
 };
 
 struct chats {
@@ -92,6 +103,9 @@ struct chats {
     char *cli_real;            /* realpath of the CLI binary */
     char *cli_dir;             /* its directory, bound into sandboxes */
     bool closing;              /* shutting down: callbacks only release */
+    struct sb_writer *sb_writers; /* sandbox states being stored */
+    int64_t sb_counts[5];      /* chats by stored sandbox state */
+    struct du_job *du_jobs;    /* quota measurements in flight */
 };
 
 #endif
