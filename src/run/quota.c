@@ -92,8 +92,10 @@ bool quota_parse_du(const char *out, size_t len, int64_t *used)
         sum += n;
         lines++;
     }
+    if (lines == 0)
+        return false;
     *used = sum;
-    return lines > 0;
+    return true;
 }
 
 /* ---- the du child ---- */
