@@ -99,4 +99,8 @@ struct chat_live {
  * runtime (then: idle, nothing queued, sandbox as stored). */
 bool chats_live(struct chats *c, const char *chat_id, struct chat_live *out);
 
+/* Appends the sandbox gauges (corral_sandboxes{state}) to /metrics. */
+struct buf;
+void chats_render_metrics(struct chats *c, struct buf *out);
+
 #endif

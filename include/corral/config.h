@@ -82,6 +82,9 @@ struct config {
     char *snapshot_path;      /* the corral-snapshot helper binary */
     int checkpoint_timeout_ms; /* one snapshot, restore or gc */
     int checkpoint_retention; /* checkpoints kept per chat */
+    int sandbox_idle_timeout_s; /* no run this long: the sandbox stops */
+    int workspace_quota_mb;   /* soft, per chat; 0 = off */
+    int quota_check_interval_s; /* during a run; also a measurement's age */
     /* streaming */
     int event_batch_delay_ms; /* group commit window of durable events */
     int event_batch_max;      /* events per group commit */

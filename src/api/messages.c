@@ -14,6 +14,7 @@
 #include "corral/ids.h"
 #include "corral/log.h"
 #include "corral/mem.h"
+#include "corral/quota.h"
 #include "corral/server.h"
 #include "corral/store_runs.h"
 #include "corral/store_usage.h"
@@ -136,6 +137,19 @@ static void send_store(struct req *r)
     store_send_message(r->srv->pg, params, on_stored, r);
 }
 
+/* Over quota (quota.h): 507 for the owner; anyone else gets the 404
+ * the insert would have given. */
+static void on_quota_owner(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    send_state_free(r->state);
+    if (!req_store_row(r, reply, "chat"))
+        return;
+    req_problem(r, 507, "quota_exceeded",
+                "the chat's workspace is over its disk quota of %d MB",
+                r->srv->cfg->workspace_quota_mb);
+}
+
 /* Over the month's budget nothing is stored (DESIGN.md §5). The check
  * and the insert are two statements, so two sends racing at the limit
  * may both pass: the gateway's refusal bounds what a turn then spends. */
@@ -157,6 +171,11 @@ static void on_budget(void *arg, const struct pg_reply *reply)
         req_problem(r, 402, "budget_exceeded",
                     "monthly budget reached: %s USD spent this month of a "
                     "%s USD limit", spent, limit);
+        return;
+    }
+    if (workspace_quota_over(r->srv, s->spec.chat_id)) {
+        store_chat_owned(r->srv->pg, s->spec.chat_id, r->auth.user_id,
+                         on_quota_owner, r);
         return;
     }
     send_store(r);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "corral/chats.h"
 #include "corral/http.h"
 #include "corral/mem.h"
 #include "corral/pg.h"
@@ -201,6 +202,8 @@ void metrics_render(const struct metrics *m, const struct server *srv,
     gauge(out, "corral_loop_lag_max_seconds", "Largest event-loop lag seen.",
           (double)m->lag_max_us / 1e6);
     render_pg(srv, out);
+    if (srv->chats)
+        chats_render_metrics(srv->chats, out);
     for (int i = 0; i < NAMED_SLOTS && m->named[i].name; i++)
         buf_printf(out, "# TYPE corral_%s_total counter\ncorral_%s_total "
                         "%llu\n", m->named[i].name, m->named[i].name,

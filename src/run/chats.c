@@ -17,6 +17,7 @@
 #include "corral/server.h"
 #include "corral/store_runs.h"
 #include "budget.h"
+#include "lifecycle.h"
 #include "perm.h"
 #include "turn.h"
 
@@ -38,11 +39,16 @@ static struct chat_rt *rt_get(struct chats *c, const char *chat_id)
     rt = xcalloc(1, sizeof(*rt));
     rt->reg = c;
     snprintf(rt->id, sizeof(rt->id), "%s", chat_id);
-    rt->sandbox_state = "none";
+    rt->sandbox_state = NULL; /* as stored, until this process changes it */
     rt->cli_thinking = -1;
     rt->next = c->list;
     c->list = rt;
     return rt;
+}
+
+struct chat_rt *chats_rt_lookup(struct chats *c, const char *chat_id)
+{
+    return rt_find(c, chat_id);
 }
 
 /* ---- publishing ---- */
@@ -146,6 +152,14 @@ static void write_phase(struct run *run)
                     run_phase_name(run->phase),
                     run_phase_message_status(run->phase), on_phase_stored,
                     run);
+}
+
+void end_interrupted(struct run *run)
+{
+    if (run->stop_code)
+        end_run(run, RUN_PHASE_FAILED, run->stop_code, run->stop_detail);
+    else
+        end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
 }
 
 static void on_phase_timeout(evutil_socket_t fd, short what, void *arg);
@@ -352,7 +366,7 @@ static void on_phase_timeout(evutil_socket_t fd, short what, void *arg)
         log_warn("run %s: no result after interrupt; killing the CLI",
                  run->spec.run_id);
         turn_close_cli(run->chat, true);
-        end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
+        end_interrupted(run);
         return;
     }
     char detail[128];
@@ -535,7 +549,7 @@ void chats_delete(struct chats *c, const char *chat_id)
         log_error("chat %s: workspace not removed: %s", chat_id,
                   err ? err : "?");
     rt->sb = NULL;
-    rt->sandbox_state = "none";
+    sandbox_set_state(rt, "none");
     checkpoint_chat_deleted(rt);
     chat_rt_release_idle(rt);
 }
@@ -544,8 +558,9 @@ void chat_rt_release_idle(struct chat_rt *rt)
 {
     struct chats *c = rt->reg;
     if (c->closing || rt->nruns || rt->active || rt->q_head || rt->cli ||
-        rt->restoring)
+        rt->restoring || sandbox_hold(rt))
         return;
+    sandbox_on_release(rt);
     if (rt->gw)
         gateway_close(rt->gw);
     if (rt->sb)
@@ -641,7 +656,7 @@ struct chats *chats_new(struct server *srv)
     struct chats *c = xcalloc(1, sizeof(*c));
     c->srv = srv;
     resolve_cli(c);
-    sandbox_local_sweep(srv);
+    sandbox_lifecycle_start(c);
     return c;
 }
 
@@ -649,6 +664,7 @@ void chats_shutdown(struct chats *c)
 {
     c->closing = true;
     checkpoint_shutdown(c);
+    quota_free(c);
     for (struct chat_rt *rt = c->list; rt; rt = rt->next) {
         turn_close_cli(rt, true);
         if (rt->gw) {
@@ -680,8 +696,10 @@ void chats_free(struct chats *c)
         }
         if (rt->idle_timer)
             event_free(rt->idle_timer);
+        sandbox_rt_deinit(rt);
         free(rt);
     }
+    sandbox_lifecycle_free(c);
     free(c->cli_real);
     free(c->cli_dir);
     free(c);

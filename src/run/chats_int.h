@@ -63,6 +63,9 @@ struct run {
     int npending;              /* waiting for the user */
     const char *perm_end;      /* set once the run stops asking */
     struct ckpt_job *ckpt;     /* CHECKPOINT's child (checkpoint.c) */
+    const char *stop_code;     /* corral interrupted it (quota): the
+                                  run ends FAILED with this code */
+    char stop_detail[128];
 };
 
 struct chat_rt {
@@ -88,6 +91,14 @@ struct chat_rt {
     bool deleted;
     bool restoring;            /* a restore holds the run slot */
     struct ckpt_job *restore_job; /* its child (checkpoint.c) */
+    /* sandbox lifecycle (lifecycle.c) and quota (quota.c) */
+    struct event *sb_idle_timer; /* sandbox_idle_timeout_s after a run */
+    bool sb_stopping;          /* idle stop: waiting for the CLI to exit */
+    struct event *quota_timer; /* quota_check_interval_s during a run */
+    bool quota_measuring;      /* the run's periodic check in flight */
+    bool quota_over;           /* the last measurement */
+    int64_t quota_used;
+    int64_t quota_at_ms;       /* its monotonic time; 0: none */
 };
 
 struct chats {
@@ -97,6 +108,9 @@ struct chats {
     char *cli_dir;             /* its directory, bound into sandboxes */
     bool closing;              /* shutting down: callbacks only release */
     struct ckpt_job *jobs;     /* checkpoint children (checkpoint.c) */
+    struct sb_writer *sb_writers; /* sandbox states being stored */
+    int64_t sb_counts[5];      /* chats by stored sandbox state */
+    struct du_job *du_jobs;    /* quota measurements in flight */
 };
 
 #endif

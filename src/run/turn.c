@@ -18,6 +18,7 @@
 #include "corral/sandbox.h"
 #include "corral/server.h"
 #include "budget.h"
+#include "lifecycle.h"
 #include "perm.h"
 #include "turn.h"
 
@@ -74,7 +75,7 @@ static void on_result(struct run *run, const struct turn_line *tl)
     run->have_result = true;
     budget_cross_check(run);
     if (run->interrupted)
-        end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
+        end_interrupted(run);
     else if (tl->is_error && budget_refused(run))
         fail(run, "budget_exceeded", "the monthly budget was reached during "
                                      "this turn");
@@ -151,7 +152,7 @@ static void cli_on_exit(void *arg, int status, const char *tail)
         return;
     }
     if (run->interrupted) {
-        end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
+        end_interrupted(run);
         return;
     }
     char detail[600];
@@ -421,10 +422,10 @@ static bool open_sandbox(struct chat_rt *rt, struct run *run)
     struct server *srv = rt_srv(rt);
     const char *err = NULL;
     if (!rt->sb) {
-        rt->sandbox_state = "starting";
+        sandbox_set_state(rt, "starting");
         rt->sb = sandbox_local.open(srv, rt->id, &err);
         if (!rt->sb) {
-            rt->sandbox_state = "error";
+            sandbox_set_state(rt, "error");
             fail(run, "sandbox_failed", err ? err : "cannot open sandbox");
             return false;
         }
@@ -433,13 +434,24 @@ static bool open_sandbox(struct chat_rt *rt, struct run *run)
         rt->gw = gateway_open(srv, rt->id, sandbox_gateway_socket(rt->sb),
                               &err);
         if (!rt->gw) {
-            rt->sandbox_state = "error";
+            sandbox_set_state(rt, "error");
             fail(run, "sandbox_failed", err ? err : "no model gateway");
             return false;
         }
     }
-    rt->sandbox_state = "running";
+    sandbox_set_state(rt, "running");
     return true;
+}
+
+/* Within the quota: on to the CLI. */
+static void turn_continue(struct run *run)
+{
+    struct chat_rt *rt = run->chat;
+    budget_begin_turn(run);
+    if (cli_reusable(rt, run))
+        begin_turn(run);
+    else
+        launch_cli(run);
 }
 
 void turn_start(struct run *run)
@@ -451,11 +463,7 @@ void turn_start(struct run *run)
     if (!run_set_phase(run, RUN_PHASE_SANDBOX_PREPARE) ||
         !open_sandbox(rt, run))
         return;
-    budget_begin_turn(run);
-    if (cli_reusable(rt, run))
-        begin_turn(run);
-    else
-        launch_cli(run);
+    quota_before_turn(run, turn_continue);
 }
 
 static void on_interrupt_ack(void *arg, bool ok, const struct json_doc *d,
@@ -520,4 +528,5 @@ void turn_idle_check(struct chat_rt *rt)
         struct timeval tv = {srv->cfg->cli_idle_timeout_s, 0};
         evtimer_add(rt->idle_timer, &tv);
     }
+    sandbox_idle_check(rt);
 }
