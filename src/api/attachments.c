@@ -118,7 +118,8 @@ void api_attachments_upload(struct req *r)
     }
     if (!upload_name(r, name))
         return;
-    /* The workspace quota (507 quota_exceeded) is checked here. */
+    /* No quota check: attachments live in the blob store, and the turn
+     * that copies them into the workspace measures it first. */
     if (ids_uuid7(id) < 0) {
         req_problem(r, 500, "internal_error", "no randomness");
         return;

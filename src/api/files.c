@@ -21,6 +21,7 @@
 #include "corral/ids.h"
 #include "corral/log.h"
 #include "corral/mem.h"
+#include "corral/quota.h"
 #include "corral/server.h"
 #include "corral/store_runs.h"
 #include "corral/upload.h"
@@ -29,6 +30,7 @@
 struct files_op {
     void (*action)(struct req *r, int rootfd);
     bool create_root;           /* PUT and mkdir make the workspace */
+    bool check_quota;           /* PUT: 507 when the workspace is over */
     char chat_id[UUID_STR_LEN + 1];
     char path[WSPATH_MAX + 1];  /* normalised; "" = the root */
 };
@@ -108,14 +110,9 @@ static int open_root(struct req *r, const struct files_op *op)
     return fd < 0 ? -errno : fd;
 }
 
-static void on_chat_owned(void *arg, const struct pg_reply *reply)
+static void run_action(struct req *r)
 {
-    struct req *r = arg;
     struct files_op *op = r->state;
-    if (!req_store_row(r, reply, "chat"))
-        return;
-    snprintf(op->chat_id, sizeof(op->chat_id), "%s",
-             pg_val(reply->res, 0, 0));
     int rootfd = open_root(r, op);
     if (rootfd < 0 && rootfd != -ENOENT) {
         path_error(r, rootfd);
@@ -126,17 +123,50 @@ static void on_chat_owned(void *arg, const struct pg_reply *reply)
         close(rootfd);
 }
 
-/* Checks the chat id and ?path=, then the owner, then runs action. */
-static void files_begin(struct req *r, void (*action)(struct req *, int),
-                        bool need_path, bool create_root)
+/* DESIGN.md §6: the workspace is measured before each upload. */
+static void on_quota_measured(void *arg, bool over, int64_t used_bytes)
 {
+    struct req *r = arg;
+    if (over)
+        req_problem(r, 507, "quota_exceeded", "the chat's workspace is over "
+                    "its quota (%lld bytes used)", (long long)used_bytes);
+    else
+        run_action(r);
+}
+
+static void on_chat_owned(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    struct files_op *op = r->state;
+    if (!req_store_row(r, reply, "chat"))
+        return;
+    snprintf(op->chat_id, sizeof(op->chat_id), "%s",
+             pg_val(reply->res, 0, 0));
+    if (op->check_quota)
+        workspace_quota_check(r->srv, op->chat_id, on_quota_measured, r);
+    else
+        run_action(r);
+}
+
+/* Checks the chat id and ?path=, then the owner, then runs action. */
+enum {
+    FILES_NEED_PATH = 1 << 0,   /* ?path= must name something */
+    FILES_CREATE_ROOT = 1 << 1, /* PUT and mkdir make the workspace */
+    FILES_CHECK_QUOTA = 1 << 2, /* PUT: measure the workspace first */
+};
+
+static void files_begin(struct req *r, void (*action)(struct req *, int),
+                        unsigned flags)
+{
+    bool need_path = flags & FILES_NEED_PATH;
     if (!ids_is_uuid(req_param(r, "id"))) {
         req_problem(r, 404, "not_found", "no such chat");
         return;
     }
     struct files_op *op = xcalloc(1, sizeof(*op));
     op->action = action;
-    op->create_root = create_root;
+    op->create_root = flags & FILES_CREATE_ROOT;
+    op->check_quota = flags & FILES_CHECK_QUOTA;
     r->state = op;
     size_t len = 0;
     char *raw = raw_path_param(r, &len);
@@ -276,7 +306,7 @@ static void do_list(struct req *r, int rootfd)
 
 void api_files_list(struct req *r)
 {
-    files_begin(r, do_list, false, false);
+    files_begin(r, do_list, 0);
 }
 
 /* ---- download ---- */
@@ -303,7 +333,7 @@ static void do_get(struct req *r, int rootfd)
 
 void api_files_content_get(struct req *r)
 {
-    files_begin(r, do_get, true, false);
+    files_begin(r, do_get, FILES_NEED_PATH);
 }
 
 /* ---- upload, mkdir ---- */
@@ -342,7 +372,6 @@ static void do_put(struct req *r, int rootfd)
         req_problem(r, u->status, u->code, "%s", u->detail);
         return;
     }
-    /* The workspace quota (507 quota_exceeded) is checked here. */
     int pfd = make_parents(rootfd, op->path, name);
     if (pfd < 0) {
         path_error(r, pfd);
@@ -369,7 +398,8 @@ static void do_put(struct req *r, int rootfd)
 
 void api_files_content_put(struct req *r)
 {
-    files_begin(r, do_put, true, true);
+    files_begin(r, do_put, FILES_NEED_PATH | FILES_CREATE_ROOT |
+                              FILES_CHECK_QUOTA);
 }
 
 static void do_mkdir(struct req *r, int rootfd)
@@ -405,7 +435,7 @@ static void do_mkdir(struct req *r, int rootfd)
 
 void api_files_mkdir(struct req *r)
 {
-    files_begin(r, do_mkdir, true, true);
+    files_begin(r, do_mkdir, FILES_NEED_PATH | FILES_CREATE_ROOT);
 }
 
 /* ---- delete ---- */
@@ -462,7 +492,7 @@ static void do_delete(struct req *r, int rootfd)
 
 void api_files_delete(struct req *r)
 {
-    files_begin(r, do_delete, true, false);
+    files_begin(r, do_delete, FILES_NEED_PATH);
 }
 
 /* ---- archive ---- */
@@ -518,5 +548,5 @@ static void do_archive(struct req *r, int rootfd)
 
 void api_files_archive(struct req *r)
 {
-    files_begin(r, do_archive, false, false);
+    files_begin(r, do_archive, 0);
 }

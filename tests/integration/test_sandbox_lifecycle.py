@@ -11,27 +11,13 @@ import time
 import pytest
 import requests
 
-from conftest import _TEST_SERVERS, assert_problem, register, require_env
-from pipeline_util import (Chat, ModelServer, cli_path, finished,
-                           text_rule)
-
-
-@pytest.fixture(scope="module")
-def model(logdir):
-    m = ModelServer(logdir)
-    yield m
-    m.stop()
+from conftest import _TEST_SERVERS, assert_problem, register
+from pipeline_util import Chat, finished, model, pipeline_env, text_rule
 
 
 def lifecycle_server(make_server, model, **env):
-    base = {
-        "CORRAL_MODEL_UPSTREAM_URL": model.base,
-        "CORRAL_CLI_PATH": cli_path(),
-        "CORRAL_SANDBOX_INIT_PATH": require_env("CORRAL_SANDBOX_INIT"),
-        "CORRAL_CLI_MAX_RETRIES": "0",
-    }
-    base.update({k: str(v) for k, v in env.items()})
-    srv = make_server(env=base)
+    srv = make_server(env=pipeline_env(
+        model, **{k: str(v) for k, v in env.items()}))
     _TEST_SERVERS.append(srv)
     return srv
 
@@ -237,6 +223,24 @@ def test_quota_after_turn_507_then_run_fails(make_server, model):
     assert "1 MB quota" in reply["error"]["detail"]
     assert not [q for q in model.requests()[seen:]
                 if "more please" in str(q.get("last_user_text", ""))]
+
+
+def test_put_over_quota_is_507(make_server, model):
+    """A PUT measures the workspace first: over the quota it is refused
+    and the file is not written."""
+    srv = lifecycle_server(make_server, model, CORRAL_WORKSPACE_QUOTA_MB=1)
+    u = register(srv)
+    chat = Chat(srv, u)
+    url = f"/chats/{chat.id}/files/content"
+    r = srv.request("PUT", url, params={"path": "big.bin"},
+                    data=b"x" * (2 << 20), token=u.access)
+    assert r.status_code == 204, r.text  # measured empty before it
+    r = srv.request("PUT", url, params={"path": "small.txt"}, data=b"hi",
+                    token=u.access)
+    assert_problem(r, 507, "quota_exceeded")
+    assert not os.path.exists(os.path.join(chat.workspace(), "small.txt"))
+    assert os.path.getsize(os.path.join(chat.workspace(), "big.bin")) == \
+        2 << 20
 
 
 def test_quota_during_turn_stops_the_run(make_server, model):
