@@ -477,6 +477,22 @@ void chats_enqueue(struct chats *c, const struct run_spec *spec)
     rt_kick(rt);
 }
 
+void runs_render_metrics(const struct chats *c, struct buf *out)
+{
+    int64_t n[RUN_PHASE_COUNT] = {0};
+    for (const struct chat_rt *rt = c->list; rt; rt = rt->next) {
+        n[RUN_PHASE_QUEUED] += rt->queued;
+        if (rt->active)
+            n[rt->active->phase]++;
+    }
+    buf_puts(out, "# HELP corral_runs Runs of this process by phase.\n"
+                  "# TYPE corral_runs gauge\n");
+    for (int p = 0; p < RUN_PHASE_COUNT; p++)
+        if (!run_phase_terminal((enum run_phase)p))
+            buf_printf(out, "corral_runs{phase=\"%s\"} %lld\n",
+                       run_phase_name((enum run_phase)p), (long long)n[p]);
+}
+
 struct chat_rt *chat_rt_get(struct chats *c, const char *chat_id)
 {
     return rt_get(c, chat_id);

@@ -113,4 +113,8 @@ struct chats {
     struct du_job *du_jobs;    /* quota measurements in flight */
 };
 
+/* The corral_runs{phase} gauge (part of chats_render_metrics). */
+struct buf;
+void runs_render_metrics(const struct chats *c, struct buf *out);
+
 #endif

@@ -225,4 +225,5 @@ void chats_render_metrics(struct chats *c, struct buf *out)
         buf_printf(out, "corral_sandboxes{state=\"%s\"} %lld\n",
                    sb_states[i],
                    (long long)(c->sb_counts[i] > 0 ? c->sb_counts[i] : 0));
+    runs_render_metrics(c, out);
 }

@@ -460,8 +460,13 @@ void turn_start(struct run *run)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     run->started_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    if (!run_set_phase(run, RUN_PHASE_SANDBOX_PREPARE) ||
-        !open_sandbox(rt, run))
+    /* A chat whose sandbox is not open (first turn, idle stop) goes
+     * through SANDBOX_CONNECT (DESIGN.md §5). */
+    bool connect = !rt->sb || !rt->gw;
+    if (connect && (!run_set_phase(run, RUN_PHASE_SANDBOX_CONNECT) ||
+                    !open_sandbox(rt, run)))
+        return;
+    if (!run_set_phase(run, RUN_PHASE_SANDBOX_PREPARE))
         return;
     quota_before_turn(run, turn_continue);
 }

@@ -393,6 +393,8 @@ def test_ask_user_question_gets_the_users_answers(srv, model, user):
     ev = sse.until(lambda e: e["event"] == "permission_request")[-1]
     req = ev["data"]["request"]
     assert req["tool_name"] == "AskUserQuestion"
+    metrics = srv.get("/metrics", api=False).text
+    assert 'corral_runs{phase="awaiting_permission"} 1' in metrics, metrics
     r = srv.post(f"/chats/{chat.id}/permissions/{req['id']}",
                  json={"decision": "allow", "answers": {
                      question["question"]: "blue"}}, token=user.access)
