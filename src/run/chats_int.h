@@ -16,6 +16,7 @@ struct sandbox;
 struct gateway;
 struct cli_proc;
 struct perm_req;
+struct run_attach;
 
 enum cli_state { CLI_NONE, CLI_STARTING, CLI_IDLE, CLI_BUSY, CLI_CLOSING };
 
@@ -61,6 +62,7 @@ struct run {
     struct perm_req *perms;    /* this run's requests not yet let go */
     int npending;              /* waiting for the user */
     const char *perm_end;      /* set once the run stops asking */
+    struct run_attach *att;    /* the message's attachments (attach.c) */
 };
 
 struct chat_rt {

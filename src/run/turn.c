@@ -17,6 +17,7 @@
 #include "corral/mem.h"
 #include "corral/sandbox.h"
 #include "corral/server.h"
+#include "attach.h"
 #include "budget.h"
 #include "perm.h"
 #include "turn.h"
@@ -224,8 +225,9 @@ static void apply_settings(struct chat_rt *rt, struct run *run)
         sent = send_setting(rt, "set_max_thinking_tokens", &f);
     } else {
         buf_deinit(&f);
-        if (cli_proc_send_user(rt->cli, run->content,
-                               run->spec.user_message_id) < 0) {
+        if ((run->att ? attach_send_user(run, rt->cli)
+                      : cli_proc_send_user(rt->cli, run->content,
+                                           run->spec.user_message_id)) < 0) {
             fail(run, "cli_failed", "the CLI does not accept input");
             return;
         }
@@ -442,6 +444,15 @@ static bool open_sandbox(struct chat_rt *rt, struct run *run)
     return true;
 }
 
+/* SANDBOX_PREPARE done: on to the warm CLI or a launch. */
+static void turn_prepared(struct run *run)
+{
+    if (cli_reusable(run->chat, run))
+        begin_turn(run);
+    else
+        launch_cli(run);
+}
+
 void turn_start(struct run *run)
 {
     struct chat_rt *rt = run->chat;
@@ -452,10 +463,10 @@ void turn_start(struct run *run)
         !open_sandbox(rt, run))
         return;
     budget_begin_turn(run);
-    if (cli_reusable(rt, run))
-        begin_turn(run);
+    if (run->att)
+        attach_prepare(run, turn_prepared);
     else
-        launch_cli(run);
+        turn_prepared(run);
 }
 
 static void on_interrupt_ack(void *arg, bool ok, const struct json_doc *d,
