@@ -45,14 +45,14 @@
 
 struct att_file {
     char *id;
-    char *filename;      /* as uploaded */
+    char *filename; /* as uploaded */
     char *content_type;
     char sha256[65];
     int64_t size;
     char name[WSPATH_NAME_MAX + 1]; /* in attachments/, once placed */
-    bool image;          /* sent as an image block */
-    struct buf b64;      /* its data as a JSON string (base64 needs no
-                            escaping), once encoded */
+    bool image;                     /* sent as an image block */
+    struct buf b64; /* its data as a JSON string (base64 needs no
+                       escaping), once encoded */
 };
 
 struct run_attach {
@@ -111,8 +111,7 @@ static bool load_file(const struct json_doc *d, int obj, struct att_file *f)
     char *sha = json_str_dup(d, json_get(d, obj, "sha256"), NULL);
     f->id = json_str_dup(d, json_get(d, obj, "id"), NULL);
     f->filename = json_str_dup(d, json_get(d, obj, "filename"), NULL);
-    f->content_type = json_str_dup(d, json_get(d, obj, "content_type"),
-                                   NULL);
+    f->content_type = json_str_dup(d, json_get(d, obj, "content_type"), NULL);
     buf_init(&f->b64);
     bool ok = sha && valid_sha(sha) && f->id && f->filename &&
               f->content_type &&
@@ -156,8 +155,7 @@ static struct server *run_srv(struct run *run)
 /* Whether the work should go on: the run is still the chat's turn. */
 static bool run_current(struct run *run)
 {
-    return !run->ending && run->chat->active == run &&
-           !run->chat->reg->closing;
+    return !run->ending && run->chat->active == run && !run->chat->reg->closing;
 }
 
 static void close_fd(int *fd)
@@ -311,8 +309,8 @@ static void candidate_name(const char *filename, int k, char *out)
         stem = room - ext;
     while (stem > 0 && ((unsigned char)base[stem] & 0xC0) == 0x80)
         stem--; /* not inside a UTF-8 sequence */
-    snprintf(out, WSPATH_NAME_MAX + 1, "%.*s%s%.*s", (int)stem, base,
-             suffix, (int)ext, dot);
+    snprintf(out, WSPATH_NAME_MAX + 1, "%.*s%s%.*s", (int)stem, base, suffix,
+             (int)ext, dot);
 }
 
 /* Creates f's file in attachments/ under the first free name. */
@@ -320,9 +318,9 @@ static int reserve_name(struct run_attach *att, struct att_file *f)
 {
     for (int k = 1; k <= ATTACH_NAME_TRIES; k++) {
         candidate_name(f->filename, k, f->name);
-        int fd = openat(att->dirfd, f->name,
-                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                        0644);
+        int fd =
+            openat(att->dirfd, f->name,
+                   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd >= 0 || errno != EEXIST)
             return fd < 0 ? -errno : fd;
     }
@@ -348,8 +346,10 @@ static void on_copied(void *arg, int status)
         char why[64];
         snprintf(why, sizeof(why), "cat %s %d", status < 0 ? "lost," : "exit",
                  status < 0 ? status : status >> 8);
-        failf(run, "attachment %s: copying it into the workspace failed "
-              "(%s)", f->filename, whole ? why : "short copy");
+        failf(run,
+              "attachment %s: copying it into the workspace failed "
+              "(%s)",
+              f->filename, whole ? why : "short copy");
         return;
     }
     att->next++;
@@ -383,15 +383,13 @@ static void copy_next(struct run *run)
               f->filename, strerror(-att->destfd));
         return;
     }
-    static const char *const argv[] = {"/usr/bin/cat", "/proc/self/fd/3",
-                                       NULL};
-    int rc = child_run(run_srv(run)->base, argv, att->destfd, blob,
-                       on_copied, run);
+    static const char *const argv[] = {"/usr/bin/cat", "/proc/self/fd/3", NULL};
+    int rc =
+        child_run(run_srv(run)->base, argv, att->destfd, blob, on_copied, run);
     close(blob);
     if (rc < 0) {
         unlinkat(att->dirfd, f->name, 0);
-        failf(run, "attachment %s: %s", f->filename,
-              "cannot start the copy");
+        failf(run, "attachment %s: %s", f->filename, "cannot start the copy");
     }
 }
 
@@ -443,9 +441,11 @@ static void write_listing(struct json_w *w, const struct run_attach *att)
                  "workspace:\n");
     for (int i = 0; i < att->n; i++) {
         const struct att_file *f = &att->files[i];
-        buf_printf(&t, "- " SANDBOX_WORKSPACE "/" ATTACH_DIR "/%s (%lld "
-                   "bytes, %s%s)\n", f->name, (long long)f->size,
-                   f->content_type, f->image ? ", shown above" : "");
+        buf_printf(&t,
+                   "- " SANDBOX_WORKSPACE "/" ATTACH_DIR "/%s (%lld "
+                   "bytes, %s%s)\n",
+                   f->name, (long long)f->size, f->content_type,
+                   f->image ? ", shown above" : "");
     }
     json_w_obj_begin(w);
     json_w_kstr(w, "type", "text");

@@ -228,6 +228,16 @@ def test_same_name_gets_a_suffix(srv, model, user):
     assert sorted(os.listdir(folder)) == [
         "dup (2).txt", "dup (3).txt", "dup.txt", "noext", "noext (2)"]
 
+    # A long name is cut to fit its suffix, not inside a character.
+    long = "\u00e9" * 125 + ".txt"  # 254 bytes
+    d = upload(srv, user, chat.id, b"long\n", long, "text/plain")
+    assert d["filename"] == long
+    for _ in range(2):
+        sent = chat.send("long", attachments=[d["id"]])
+        assert chat.wait_reply(sent["reply"]["id"])["status"] == "completed"
+    assert content(long) == b"long\n"
+    assert content("\u00e9" * 123 + " (2).txt") == b"long\n"
+
 
 def test_bad_attachments_are_422_and_store_nothing(srv, model, user):
     chat = Chat(srv, user)
@@ -366,4 +376,23 @@ def test_copy_failure_fails_the_run(srv, model, user):
 
     # Without attachments the chat goes on.
     sent = chat.send("no files")
+    assert chat.wait_reply(sent["reply"]["id"])["status"] == "completed"
+
+
+def test_interrupt_while_preparing(srv, model, user):
+    """An interrupt that lands while the files are copied or encoded (or
+    just after) cancels the run; the chat goes on."""
+    model.scenario([{"match": {"any": True},
+                     "reply": {"blocks": [{"type": "text", "text": "ok"}],
+                               "first_delay_ms": 2000}}])
+    chat = Chat(srv, user)
+    files = [upload(srv, user, chat.id, noise_png(600), f"n{i}.png")
+             for i in range(4)]
+    sent = chat.send("stop me", attachments=[f["id"] for f in files])
+    r = srv.post(f"/chats/{chat.id}/interrupt", json={}, token=user.access)
+    assert r.status_code == 202, r.text
+    assert chat.wait_reply(sent["reply"]["id"])["status"] == "cancelled"
+    model.scenario([{"match": {"any": True},
+                     "reply": {"blocks": [{"type": "text", "text": "ok"}]}}])
+    sent = chat.send("and now", attachments=[files[0]["id"]])
     assert chat.wait_reply(sent["reply"]["id"])["status"] == "completed"
