@@ -53,6 +53,10 @@ int cli_proc_control(struct cli_proc *p, const char *subtype,
 /* Writes a user message with our uuid. */
 int cli_proc_send_user(struct cli_proc *p, const char *text,
                        const char *uuid);
+/* The same with content blocks: blocks is the text of a JSON array of
+ * Messages API content blocks (text, image ...), written as it is. */
+int cli_proc_send_user_blocks(struct cli_proc *p, const char *blocks,
+                              size_t len, const char *uuid);
 /* Answers the CLI's control_request request_id with a success response
  * whose payload is response_json (an object), or with an error. */
 int cli_proc_respond(struct cli_proc *p, const char *request_id,

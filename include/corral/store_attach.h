@@ -31,7 +31,7 @@ void store_attach_delete(struct pg_pool *pg, const char *id,
                          pg_cb cb, void *arg);
 /* The objects of the ids (a PostgreSQL array literal of UUIDs) that
  * belong to the owner's chat, in the order given: one row (JSON array
- * text, count found). */
+ * text, count found), or none when the chat is not the owner's. */
 void store_attach_resolve(struct pg_pool *pg, const char *ids_array,
                           const char *chat_id, const char *owner_id,
                           pg_cb cb, void *arg);

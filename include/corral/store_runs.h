@@ -25,7 +25,8 @@ void store_send_message(struct pg_pool *pg, const char *const params[9],
  * allow_background_tools; the owner's budget_state() (limit or NULL,
  * spent); the prices of the run's model (NULL without a price) per
  * million input, output, cache-write and cache-read tokens, and whether
- * that model is offered (a price row, enabled). */
+ * that model is offered (a price row, enabled); the user message's
+ * attachments (JSON array text of their objects). */
 enum {
     RUNLOAD_MODEL, RUNLOAD_MODE, RUNLOAD_PROMPT, RUNLOAD_SESSION,
     RUNLOAD_STARTED, RUNLOAD_EDITED, RUNLOAD_DELETED, RUNLOAD_CONTENT,
@@ -33,7 +34,7 @@ enum {
     RUNLOAD_ENV, RUNLOAD_MCP, RUNLOAD_DISALLOWED, RUNLOAD_BACKGROUND,
     RUNLOAD_BUDGET_LIMIT, RUNLOAD_BUDGET_SPENT, RUNLOAD_PRICE_INPUT,
     RUNLOAD_PRICE_OUTPUT, RUNLOAD_PRICE_CACHE_WRITE, RUNLOAD_PRICE_CACHE_READ,
-    RUNLOAD_MODEL_OFFERED
+    RUNLOAD_MODEL_OFFERED, RUNLOAD_ATTACHMENTS
 };
 void store_run_load(struct pg_pool *pg, const char *run_id, pg_cb cb,
                     void *arg);

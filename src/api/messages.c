@@ -3,6 +3,7 @@
  * then the user_message event is published, then the run is queued; the
  * 202 names the event id just before user_message so a stream opened
  * with it loses nothing of the turn. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +17,13 @@
 #include "corral/mem.h"
 #include "corral/quota.h"
 #include "corral/server.h"
+#include "corral/store_attach.h"
 #include "corral/store_runs.h"
 #include "corral/store_usage.h"
 
 #define CONTENT_MAX_CHARS 100000
 #define THINKING_MAX 200000
+#define ATTACHMENTS_MAX 20
 
 struct send_state {
     struct run_spec spec;
@@ -28,6 +31,11 @@ struct send_state {
     char *options_json;
     char *model;         /* NULL: the chat's */
     struct buf answer;   /* message and reply objects, kept for the 202 */
+    /* The attachment ids asked for, lowercase, in order; NULL: none. */
+    char (*att_ids)[UUID_STR_LEN + 1];
+    int natt;
+    char *att_json;      /* their objects (JSON array text), once resolved */
+    bool retry;          /* the ids come from the message retried */
 };
 
 static void send_state_free(struct send_state *s)
@@ -35,6 +43,8 @@ static void send_state_free(struct send_state *s)
     free(s->content_json);
     free(s->options_json);
     free(s->model);
+    free(s->att_ids);
+    free(s->att_json);
     buf_deinit(&s->answer);
 }
 
@@ -88,7 +98,8 @@ static void publish_user_message(struct req *r)
     json_w_key(&w, "content");
     json_w_raw(&w, s->content_json, strlen(s->content_json));
     json_w_key(&w, "attachments");
-    json_w_raw(&w, "[]", 2);
+    json_w_raw(&w, s->att_json ? s->att_json : "[]",
+               s->att_json ? strlen(s->att_json) : 2);
     json_w_obj_end(&w);
     bus_publish(r->srv->bus, s->spec.chat_id, s->spec.user_message_id,
                 "user_message", data.data, data.len, true, on_user_event, r);
@@ -132,7 +143,7 @@ static void send_store(struct req *r)
     const char *params[9] = {
         s->spec.chat_id, s->spec.owner_id, s->spec.user_message_id,
         s->spec.reply_id, s->spec.run_id, s->content_json, s->options_json,
-        s->model, "[]",
+        s->model, s->att_json ? s->att_json : "[]",
     };
     store_send_message(r->srv->pg, params, on_stored, r);
 }
@@ -148,6 +159,74 @@ static void on_quota_owner(void *arg, const struct pg_reply *reply)
     req_problem(r, 507, "quota_exceeded",
                 "the chat's workspace is over its disk quota of %d MB",
                 r->srv->cfg->workspace_quota_mb);
+}
+
+/* The index of the first id asked for that is not among the objects
+ * found (JSON array text), or -1. */
+static int first_missing(const struct send_state *s, const char *found)
+{
+    struct json_doc *d = NULL;
+    if (json_parse(found, strlen(found), NULL, &d, NULL) != JSON_OK)
+        return 0;
+    int missing = -1;
+    for (int i = 0; i < s->natt && missing < 0; i++) {
+        bool seen = false;
+        for (int k = 0; k < json_len(d, 0) && !seen; k++)
+            seen = json_str_eq(d, json_get(d, json_at(d, 0, k), "id"),
+                               s->att_ids[i]);
+        if (!seen)
+            missing = i;
+    }
+    json_doc_free(d);
+    return missing;
+}
+
+static void on_attachments(void *arg, const struct pg_reply *reply)
+{
+    struct req *r = arg;
+    struct send_state *s = r->state;
+    if (reply->status != PG_OK || PQntuples(reply->res) != 1) {
+        send_state_free(s);
+        if (reply->status != PG_OK)
+            req_store_error(r, reply->status, reply->errmsg);
+        else
+            req_problem(r, 404, "not_found", "no such chat");
+        return;
+    }
+    const char *found = pg_val(reply->res, 0, 0);
+    int missing = first_missing(s, found);
+    if (missing >= 0) {
+        char id[UUID_STR_LEN + 1];
+        bool retry = s->retry;
+        memcpy(id, s->att_ids[missing], sizeof(id));
+        send_state_free(s);
+        if (retry)
+            req_problem(r, 409, "attachment_deleted", "attachment %s of "
+                        "the message retried was deleted", id);
+        else
+            req_problem(r, 422, "validation_failed", "attachments[%d]: %s "
+                        "is not an attachment of this chat", missing, id);
+        return;
+    }
+    s->att_json = xstrdup(found);
+    send_store(r);
+}
+
+/* Turns the ids into the attachments' objects, checking each is one of
+ * this chat's. An attachment deleted between this and the insert leaves
+ * the message naming it: its run then fails (sandbox_failed). */
+static void resolve_attachments(struct req *r)
+{
+    struct send_state *s = r->state;
+    struct buf arr;
+    buf_init(&arr);
+    buf_putc(&arr, '{');
+    for (int i = 0; i < s->natt; i++)
+        buf_printf(&arr, "%s%s", i ? "," : "", s->att_ids[i]);
+    buf_putc(&arr, '}');
+    store_attach_resolve(r->srv->pg, buf_cstr(&arr), s->spec.chat_id,
+                         s->spec.owner_id, on_attachments, r);
+    buf_deinit(&arr);
 }
 
 /* Over the month's budget nothing is stored (DESIGN.md §5). The check
@@ -178,7 +257,10 @@ static void on_budget(void *arg, const struct pg_reply *reply)
                          on_quota_owner, r);
         return;
     }
-    send_store(r);
+    if (s->natt > 0)
+        resolve_attachments(r);
+    else
+        send_store(r);
 }
 
 /* Stores and queues a turn; s is r->state, filled but for the ids. */
@@ -251,17 +333,65 @@ fail:
     return false;
 }
 
+/* Adds the id at index i (a JSON string token) to s; false after a 422. */
+static bool add_attachment_id(struct req *r, struct send_state *s, int tok,
+                              int i)
+{
+    char *id = json_str_dup(r->json, tok, NULL);
+    if (!id || !ids_is_uuid(id)) {
+        free(id);
+        req_problem(r, 422, "validation_failed",
+                    "attachments[%d] is not an attachment id", i);
+        return false;
+    }
+    for (char *c = id; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    for (int k = 0; k < s->natt; k++) {
+        if (strcmp(s->att_ids[k], id) == 0) {
+            free(id);
+            req_problem(r, 422, "validation_failed",
+                        "attachments[%d] repeats attachments[%d]", i, k);
+            return false;
+        }
+    }
+    memcpy(s->att_ids[s->natt++], id, UUID_STR_LEN + 1);
+    free(id);
+    return true;
+}
+
+/* `attachments`: absent, null or a list of at most ATTACHMENTS_MAX
+ * distinct ids; that they are this chat's is checked with the store. */
+static bool read_attachments(struct req *r, struct send_state *s)
+{
+    int att = json_get(r->json, 0, "attachments");
+    if (att < 0 || json_type(r->json, att) == JSON_NULL)
+        return true;
+    if (json_type(r->json, att) != JSON_ARRAY) {
+        req_problem(r, 422, "validation_failed",
+                    "attachments must be a list of attachment ids");
+        return false;
+    }
+    int n = json_len(r->json, att);
+    if (n > ATTACHMENTS_MAX) {
+        req_problem(r, 422, "validation_failed",
+                    "attachments: at most %d per message (%d given)",
+                    ATTACHMENTS_MAX, n);
+        return false;
+    }
+    s->att_ids = xcalloc((size_t)n + 1, sizeof(*s->att_ids));
+    for (int i = 0; i < n; i++)
+        if (!add_attachment_id(r, s, json_at(r->json, att, i), i))
+            return false;
+    return true;
+}
+
 static bool read_content(struct req *r, struct send_state *s)
 {
     char *text = NULL;
     if (!req_json_str(r, "content", true, 1, CONTENT_MAX_CHARS, &text))
         return false;
-    int att = json_get(r->json, 0, "attachments");
-    if (att >= 0 && json_type(r->json, att) != JSON_NULL &&
-        (json_type(r->json, att) != JSON_ARRAY || json_len(r->json, att))) {
+    if (!read_attachments(r, s)) {
         free(text);
-        req_problem(r, 422, "validation_failed",
-                    "attachments are not supported by this server yet");
         return false;
     }
     struct buf c;
@@ -290,6 +420,29 @@ void api_messages_send(struct req *r)
 
 /* ---- retry ---- */
 
+/* The ids of the attachments stored on the message retried (their
+ * objects, JSON array text): resolved again, so a deleted one is seen. */
+static bool retry_attachments(struct send_state *s, const char *json)
+{
+    struct json_doc *d = NULL;
+    s->retry = true;
+    if (!json || json_parse(json, strlen(json), NULL, &d, NULL) != JSON_OK)
+        return false;
+    int n = json_type(d, 0) == JSON_ARRAY ? json_len(d, 0) : 0;
+    bool ok = n <= ATTACHMENTS_MAX;
+    s->att_ids = xcalloc((size_t)n + 1, sizeof(*s->att_ids));
+    for (int i = 0; i < n && ok; i++) {
+        char *id = json_str_dup(d, json_get(d, json_at(d, 0, i), "id"),
+                                NULL);
+        ok = id && ids_is_uuid(id);
+        if (ok)
+            memcpy(s->att_ids[s->natt++], id, UUID_STR_LEN + 1);
+        free(id);
+    }
+    json_doc_free(d);
+    return ok;
+}
+
 static void on_retry_source(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
@@ -310,6 +463,12 @@ static void on_retry_source(void *arg, const struct pg_reply *reply)
         req_problem(r, 409, "not_retryable",
                     "only a failed or cancelled reply can be retried (this "
                     "one is %s)", status);
+        return;
+    }
+    if (!retry_attachments(s, pg_val(reply->res, 0, 3))) {
+        send_state_free(s);
+        req_problem(r, 500, "internal_error", "the message's attachments "
+                    "are not readable");
         return;
     }
     s->content_json = xstrdup(pg_val(reply->res, 0, 0));

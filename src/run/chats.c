@@ -16,6 +16,7 @@
 #include "corral/sandbox.h"
 #include "corral/server.h"
 #include "corral/store_runs.h"
+#include "attach.h"
 #include "budget.h"
 #include "lifecycle.h"
 #include "perm.h"
@@ -111,6 +112,7 @@ void run_release(struct run *run)
         event_free(run->timer);
     free(run->content);
     launch_free(&run->launch);
+    attach_free(run->att);
     for (int i = 0; i < 3; i++)
         free(run->finish[i]);
     turn_map_deinit(&run->map);
@@ -431,6 +433,9 @@ static void on_run_loaded(void *arg, const struct pg_reply *reply)
     else if (!budget_load(run, res))
         end_run(run, RUN_PHASE_FAILED, "budget_exceeded",
                 "the monthly budget is used up");
+    else if (!attach_load(run, pg_val(res, 0, RUNLOAD_ATTACHMENTS)))
+        end_run(run, RUN_PHASE_FAILED, "sandbox_failed",
+                "the message's attachments are not readable");
     else if (strcmp(pg_val(res, 0, RUNLOAD_DELETED), "t") == 0)
         end_run(run, RUN_PHASE_CANCELLED, NULL, NULL);
     else

@@ -17,6 +17,7 @@ struct gateway;
 struct cli_proc;
 struct perm_req;
 struct ckpt_job;
+struct run_attach;
 
 enum cli_state { CLI_NONE, CLI_STARTING, CLI_IDLE, CLI_BUSY, CLI_CLOSING };
 
@@ -66,6 +67,7 @@ struct run {
     const char *stop_code;     /* corral interrupted it (quota): the
                                   run ends FAILED with this code */
     char stop_detail[128];
+    struct run_attach *att;    /* the message's attachments (attach.c) */
 };
 
 struct chat_rt {

@@ -237,6 +237,25 @@ int cli_proc_send_user(struct cli_proc *p, const char *text,
     return rc;
 }
 
+int cli_proc_send_user_blocks(struct cli_proc *p, const char *blocks,
+                              size_t len, const char *uuid)
+{
+    static const char head[] =
+        "{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":";
+    struct buf line;
+    buf_init(&line);
+    buf_reserve(&line, sizeof(head) + len + 128);
+    buf_append(&line, head, sizeof(head) - 1);
+    buf_append(&line, blocks, len);
+    buf_puts(&line, "},\"parent_tool_use_id\":null,\"session_id\":"
+                    "\"default\",\"uuid\":");
+    json_escape_str(&line, uuid, strlen(uuid));
+    buf_putc(&line, '}');
+    int rc = write_line(p, &line);
+    buf_deinit(&line);
+    return rc;
+}
+
 static int respond(struct cli_proc *p, const char *request_id, bool ok,
                    const char *payload, size_t len, const char *message)
 {

@@ -17,6 +17,7 @@
 #include "corral/mem.h"
 #include "corral/sandbox.h"
 #include "corral/server.h"
+#include "attach.h"
 #include "budget.h"
 #include "lifecycle.h"
 #include "perm.h"
@@ -225,8 +226,9 @@ static void apply_settings(struct chat_rt *rt, struct run *run)
         sent = send_setting(rt, "set_max_thinking_tokens", &f);
     } else {
         buf_deinit(&f);
-        if (cli_proc_send_user(rt->cli, run->content,
-                               run->spec.user_message_id) < 0) {
+        if ((run->att ? attach_send_user(run, rt->cli)
+                      : cli_proc_send_user(rt->cli, run->content,
+                                           run->spec.user_message_id)) < 0) {
             fail(run, "cli_failed", "the CLI does not accept input");
             return;
         }
@@ -443,15 +445,23 @@ static bool open_sandbox(struct chat_rt *rt, struct run *run)
     return true;
 }
 
-/* Within the quota: on to the CLI. */
-static void turn_continue(struct run *run)
+/* SANDBOX_PREPARE done: on to the warm CLI or a launch. */
+static void turn_prepared(struct run *run)
 {
-    struct chat_rt *rt = run->chat;
-    budget_begin_turn(run);
-    if (cli_reusable(rt, run))
+    if (cli_reusable(run->chat, run))
         begin_turn(run);
     else
         launch_cli(run);
+}
+
+/* Within the quota: the message's attachments, then the CLI. */
+static void turn_continue(struct run *run)
+{
+    budget_begin_turn(run);
+    if (run->att)
+        attach_prepare(run, turn_prepared);
+    else
+        turn_prepared(run);
 }
 
 void turn_start(struct run *run)

@@ -86,10 +86,14 @@ void store_attach_resolve(struct pg_pool *pg, const char *ids_array,
                           pg_cb cb, void *arg)
 {
     const char *p[] = {ids_array, chat_id, owner_id};
+    /* The aggregate always yields one row, so the lateral join does too:
+     * no row only when the chat is not the owner's. */
     pg_query(pg,
-             "SELECT COALESCE(json_agg(" ATT_JSON " ORDER BY u.ord), '[]')"
-             "::text, count(a.id) FROM unnest($1::uuid[]) WITH ORDINALITY"
-             " u(id, ord) JOIN attachments a ON a.id = u.id" OWNED_CHAT
-             " WHERE a.chat_id = $2",
+             "SELECT COALESCE(x.objs, '[]')::text, x.n FROM chats c"
+             " CROSS JOIN LATERAL (SELECT json_agg(" ATT_JSON
+             " ORDER BY u.ord) AS objs, count(a.id) AS n"
+             " FROM unnest($1::uuid[]) WITH ORDINALITY u(id, ord)"
+             " JOIN attachments a ON a.id = u.id WHERE a.chat_id = c.id) x"
+             " WHERE c.id = $2 AND c.owner_id = $3 AND c.deleted_at IS NULL",
              3, p, cb, arg);
 }

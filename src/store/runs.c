@@ -55,7 +55,7 @@ void store_run_load(struct pg_pool *pg, const char *run_id, pg_cb cb,
              " COALESCE(s.allow_background_tools, false),"
              " b.limit_usd, b.spent_usd, p.price_input, p.price_output,"
              " p.price_cache_write, p.price_cache_read,"
-             " COALESCE(p.enabled, false)"
+             " COALESCE(p.enabled, false), m.attachments::text"
              " FROM runs r JOIN chats c ON c.id = r.chat_id"
              " JOIN messages m ON m.id = r.user_message_id"
              " LEFT JOIN user_settings s ON s.user_id = c.owner_id"
