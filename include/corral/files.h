@@ -17,20 +17,13 @@
 struct event_base;
 struct req;
 
-/* Starts argv[0] (an absolute path) with stdin /dev/null, stdout out_fd
- * (or /dev/null when -1), stderr inherited, and fd3 (when >= 0) as fd 3.
- * on_exit (may be NULL) fires once on the loop with the wait status (or
- * -1 when the status is lost). 0, or -1 when nothing was started. */
-int child_run(struct event_base *base, const char *const argv[], int out_fd,
-              int fd3, void (*on_exit)(void *arg, int status), void *arg);
-
 /* Answers r with 200 and the bytes of fd (a regular file, size bytes;
  * taken: closed when done), with content_type and the headers added to
  * r so far. Content-Length is set; the connection closes after. */
 void stream_out_file(struct req *r, int fd, uint64_t size,
                      const char *content_type);
 /* Answers r with 200 and a chunked body read from pipe_fd (taken), the
- * stdout of a child started with child_run. The final chunk is sent only
+ * stdout of a child (child.h). The final chunk is sent only
  * when the pipe ended and stream_out_child_done reported status 0 for
  * it; otherwise the connection is cut, so a client sees a failure. The
  * handle is for stream_out_child_done; the stream frees itself. */

@@ -17,6 +17,7 @@
 
 #include "corral/api.h"
 #include "corral/base64.h"
+#include "corral/child.h"
 #include "corral/files.h"
 #include "corral/ids.h"
 #include "corral/log.h"
@@ -440,11 +441,11 @@ void api_files_mkdir(struct req *r)
 
 /* ---- delete ---- */
 
-static void on_rm_exit(void *arg, int status)
+static void on_rm_exit(void *arg, const struct child_result *res)
 {
-    if (status != 0)
-        log_warn("files: removing a deleted tree failed (status %d)",
-                 status);
+    if (res->status != 0)
+        log_warn("files: removing a deleted tree failed (status %d): %s",
+                 res->status, res->out);
 }
 
 /* A directory is renamed out of the workspace at once (the answer is
@@ -461,7 +462,10 @@ static int remove_tree(struct req *r, int pfd, const char *name)
         return -errno;
     const char *argv[] = {"/bin/rm", "-rf", "--one-file-system", "--",
                           trash, NULL};
-    child_run(r->srv->base, argv, -1, -1, on_rm_exit, NULL);
+    struct child_spec spec = {argv, -1, -1, 0, false};
+    if (!child_start(r->srv->base, &spec, on_rm_exit, NULL))
+        log_error("files: cannot start rm: %s (start-up removes %s)",
+                  strerror(errno), trash);
     return 0;
 }
 
@@ -501,12 +505,12 @@ struct archive_job {
     struct stream_out *s;
 };
 
-static void on_tar_exit(void *arg, int status)
+static void on_tar_exit(void *arg, const struct child_result *res)
 {
     struct archive_job *job = arg;
-    if (status != 0)
-        log_warn("files: tar ended with status %d", status);
-    stream_out_child_done(job->s, status);
+    if (res->status != 0)
+        log_warn("files: tar ended with status %d", res->status);
+    stream_out_child_done(job->s, res->status);
     free(job);
 }
 
@@ -532,10 +536,11 @@ static void do_archive(struct req *r, int rootfd)
     const char *argv[] = {"/usr/bin/tar", "-C", "/proc/self/fd/3",
                           "--one-file-system", "-czf", "-", ".", NULL};
     struct archive_job *job = xcalloc(1, sizeof(*job));
-    int rc = child_run(r->srv->base, argv, p[1], dfd, on_tar_exit, job);
+    struct child_spec spec = {argv, p[1], dfd, 0, false};
+    struct child *tar = child_start(r->srv->base, &spec, on_tar_exit, job);
     close(p[1]);
     close(dfd);
-    if (rc < 0) {
+    if (!tar) {
         close(p[0]);
         free(job);
         req_problem(r, 500, "internal_error", "cannot start tar");

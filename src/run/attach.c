@@ -28,6 +28,7 @@
 #include "corral/api.h"
 #include "corral/base64.h"
 #include "corral/cli_proc.h"
+#include "corral/child.h"
 #include "corral/files.h"
 #include "corral/json.h"
 #include "corral/log.h"
@@ -329,8 +330,9 @@ static int reserve_name(struct run_attach *att, struct att_file *f)
 
 static void copy_next(struct run *run);
 
-static void on_copied(void *arg, int status)
+static void on_copied(void *arg, const struct child_result *res)
 {
+    int status = res->status;
     struct run *run = arg;
     struct run_attach *att = run->att;
     struct att_file *f = &att->files[att->next];
@@ -384,10 +386,10 @@ static void copy_next(struct run *run)
         return;
     }
     static const char *const argv[] = {"/usr/bin/cat", "/proc/self/fd/3", NULL};
-    int rc =
-        child_run(run_srv(run)->base, argv, att->destfd, blob, on_copied, run);
+    struct child_spec spec = {argv, att->destfd, blob, 0, false};
+    struct child *cat = child_start(run_srv(run)->base, &spec, on_copied, run);
     close(blob);
-    if (rc < 0) {
+    if (!cat) {
         unlinkat(att->dirfd, f->name, 0);
         failf(run, "attachment %s: %s", f->filename, "cannot start the copy");
     }

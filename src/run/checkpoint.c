@@ -6,24 +6,21 @@
  * into `checkpoints`, the oldest beyond checkpoint_retention are deleted
  * and their blobs collected. A restore holds the slot the same way.
  *
- * The helper runs as a child process (posix_spawn), its stdout and stderr
- * on one pipe, its exit seen through a pidfd: nothing here blocks the
+ * The helper runs as a child process (child.h): nothing here blocks the
  * loop. Each job's done callback fires exactly once, from the loop, also
  * at shutdown (then with an error, and callbacks only release). */
 #include <errno.h>
 #include <event2/event.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "corral/bus.h"
+#include "corral/child.h"
 #include "corral/config.h"
 #include "corral/ids.h"
 #include "corral/json.h"
@@ -34,28 +31,14 @@
 #include "corral/store_checkpoints.h"
 #include "turn.h"
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
-
 #define SNAPSHOT_NAME "corral-snapshot"
-#define JOB_OUT_MAX 2048 /* the helper's last words kept */
 
 typedef void (*job_done_fn)(void *arg, const char *err, const char *out);
 
 struct ckpt_job {
     struct ckpt_job *next;     /* on chats->jobs */
     struct chats *reg;
-    pid_t pid;
-    int pidfd, outfd;          /* -1 when closed */
-    struct event *ev_out, *ev_exit, *ev_timer;
-    char out[JOB_OUT_MAX + 1]; /* the tail of stdout + stderr */
-    size_t outlen;
-    int status;                /* wait status once exited */
-    bool exited, killed, timed_out;
+    struct child *child;
     job_done_fn done;
     void *arg;
 };
@@ -98,21 +81,6 @@ static void job_unlink(struct ckpt_job *j)
         *pp = j->next;
 }
 
-static void job_free(struct ckpt_job *j)
-{
-    if (j->ev_out)
-        event_free(j->ev_out);
-    if (j->ev_exit)
-        event_free(j->ev_exit);
-    if (j->ev_timer)
-        event_free(j->ev_timer);
-    if (j->outfd >= 0)
-        close(j->outfd);
-    if (j->pidfd >= 0)
-        close(j->pidfd);
-    free(j);
-}
-
 /* The last non-empty line of the output (the JSON of a success, the
  * message of a failure). */
 static const char *last_line(char *out)
@@ -124,125 +92,34 @@ static const char *last_line(char *out)
     return nl ? nl + 1 : out;
 }
 
-static void job_finish(struct ckpt_job *j)
+static void on_job_done(void *arg, const struct child_result *res)
 {
+    struct ckpt_job *j = arg;
     job_unlink(j);
-    j->out[j->outlen] = '\0';
-    const char *line = last_line(j->out);
-    char err[JOB_OUT_MAX + 64];
+    const char *line = last_line(res->out);
+    char err[CHILD_OUT_MAX + 64];
     const char *e = NULL;
-    if (j->timed_out)
+    int st = res->status;
+    if (res->timed_out)
         e = "the checkpoint took longer than checkpoint_timeout_ms";
-    else if (j->killed)
+    else if (res->killed)
         e = "interrupted";
-    else if (!WIFEXITED(j->status) || WEXITSTATUS(j->status) != 0) {
+    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         snprintf(err, sizeof(err), "corral-snapshot failed (%s %d)%s%s",
-                 WIFEXITED(j->status) ? "status" : "signal",
-                 WIFEXITED(j->status) ? WEXITSTATUS(j->status)
-                                      : WTERMSIG(j->status),
+                 WIFEXITED(st) ? "status" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st),
                  *line ? ": " : "", line);
         e = err;
     }
     if (e)
-        log_warn("checkpoint job %d: %s", (int)j->pid, e);
+        log_warn("checkpoint job %d: %s", child_pid(j->child), e);
     j->done(j->arg, e, e ? NULL : line);
-    job_free(j);
-}
-
-static void job_check_done(struct ckpt_job *j)
-{
-    if (j->exited && j->outfd < 0)
-        job_finish(j);
-}
-
-static void on_job_out(evutil_socket_t fd, short what, void *arg)
-{
-    struct ckpt_job *j = arg;
-    char buf[4096];
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n > 0) {
-        /* Keep the tail: the JSON line comes last. */
-        size_t k = (size_t)n;
-        if (k > JOB_OUT_MAX)
-            k = JOB_OUT_MAX;
-        if (j->outlen + k > JOB_OUT_MAX) {
-            size_t drop = j->outlen + k - JOB_OUT_MAX;
-            memmove(j->out, j->out + drop, j->outlen - drop);
-            j->outlen -= drop;
-        }
-        memcpy(j->out + j->outlen, buf + (size_t)n - k, k);
-        j->outlen += k;
-        return;
-    }
-    event_del(j->ev_out);
-    close(j->outfd);
-    j->outfd = -1;
-    job_check_done(j);
-}
-
-static void on_job_exit(evutil_socket_t fd, short what, void *arg)
-{
-    struct ckpt_job *j = arg;
-    siginfo_t si;
-    memset(&si, 0, sizeof(si));
-    if (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) < 0 ||
-        si.si_pid == 0)
-        return; /* not yet */
-    event_del(j->ev_exit);
-    event_del(j->ev_timer);
-    j->exited = true;
-    j->status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0)
-                                         : si.si_status; /* the signal */
-    job_check_done(j);
+    free(j);
 }
 
 static void job_kill(struct ckpt_job *j)
 {
-    if (j->exited || j->pidfd < 0)
-        return;
-    j->killed = true;
-    syscall(SYS_pidfd_send_signal, j->pidfd, SIGKILL, NULL, 0);
-}
-
-static void on_job_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct ckpt_job *j = arg;
-    j->timed_out = true;
-    job_kill(j);
-}
-
-static pid_t spawn_helper(char *const argv[], int outfd)
-{
-    static char *const envp[] = {"PATH=/usr/bin:/bin", "LC_ALL=C", NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none;
-    pid_t pid = -1;
-    sigemptyset(&none);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, outfd, 1);
-    posix_spawn_file_actions_adddup2(&fa, outfd, 2);
-    /* Not every library in corrald sets FD_CLOEXEC. */
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF |
-                                      POSIX_SPAWN_SETSID);
-    sigset_t all;
-    sigfillset(&all);
-    posix_spawnattr_setsigdefault(&at, &all);
-    int rc = posix_spawn(&pid, argv[0], &fa, &at, argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    if (rc != 0) {
-        errno = rc;
-        return -1;
-    }
-    return pid;
+    child_kill(j->child);
 }
 
 /* Starts the helper with args (after its path); NULL with *err when it
@@ -260,51 +137,26 @@ static struct ckpt_job *job_start(struct chats *c, const char *const *args,
     size_t n = 0;
     while (args[n])
         n++;
-    char **argv = xcalloc(n + 2, sizeof(*argv));
+    const char **argv = xcalloc(n + 2, sizeof(*argv));
     argv[0] = helper;
     for (size_t i = 0; i < n; i++)
-        argv[i + 1] = (char *)args[i];
-    int p[2];
-    pid_t pid = -1;
-    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0)
-        pid = spawn_helper(argv, p[1]);
-    else
-        p[0] = p[1] = -1;
+        argv[i + 1] = args[i];
+    struct ckpt_job *j = xcalloc(1, sizeof(*j));
+    struct child_spec spec = {argv, -1, -1, srv->cfg->checkpoint_timeout_ms,
+                              false};
+    j->child = child_start(srv->base, &spec, on_job_done, j);
     free(helper);
     free(argv);
-    if (p[0] < 0) {
-        *err = "cannot create a pipe";
-        return NULL;
-    }
-    close(p[1]);
-    int pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
-    if (pidfd < 0) {
+    if (!j->child) {
         log_error("checkpoint: cannot start " SNAPSHOT_NAME ": %s",
                   strerror(errno));
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-        }
-        close(p[0]);
+        free(j);
         *err = "cannot start " SNAPSHOT_NAME;
         return NULL;
     }
-    struct ckpt_job *j = xcalloc(1, sizeof(*j));
     j->reg = c;
-    j->pid = pid;
-    j->pidfd = pidfd;
-    j->outfd = p[0];
     j->done = done;
     j->arg = arg;
-    j->ev_out = event_new(srv->base, p[0], EV_READ | EV_PERSIST, on_job_out,
-                          j);
-    j->ev_exit = event_new(srv->base, pidfd, EV_READ | EV_PERSIST,
-                           on_job_exit, j);
-    j->ev_timer = evtimer_new(srv->base, on_job_timeout, j);
-    struct timeval tv = ms_to_timeval(srv->cfg->checkpoint_timeout_ms);
-    event_add(j->ev_out, NULL);
-    event_add(j->ev_exit, NULL);
-    evtimer_add(j->ev_timer, &tv);
     j->next = c->jobs;
     c->jobs = j;
     return j;
@@ -312,18 +164,8 @@ static struct ckpt_job *job_start(struct chats *c, const char *const *args,
 
 void checkpoint_shutdown(struct chats *c)
 {
-    while (c->jobs) {
-        struct ckpt_job *j = c->jobs;
-        job_kill(j);
-        waitpid(j->pid, NULL, 0); /* SIGKILLed: returns at once */
-        j->exited = true;
-        j->status = W_EXITCODE(0, SIGKILL);
-        if (j->outfd >= 0) {
-            close(j->outfd);
-            j->outfd = -1;
-        }
-        job_finish(j); /* unlinks it */
-    }
+    while (c->jobs)
+        child_finish_now(c->jobs->child); /* its done unlinks it */
 }
 
 /* ---- paths ---- */

@@ -1,25 +1,22 @@
 /* The workspace quota (quota.h, DESIGN.md §6). A measurement is a `du`
- * child (coreutils) over the chat's workspace and home, read through a
- * pipe and reaped through a pidfd: a large tree costs the child time,
- * never the loop. Each chat runtime keeps its last measurement; a turn
+ * child (coreutils, child.h) over the chat's workspace and home: a large
+ * tree costs the child time, never the loop. Each chat runtime keeps its last measurement; a turn
  * uses one younger than quota_check_interval_s, else measures first.
  *
  * A job that belongs to a run holds a reference on it (the run holds the
  * runtime); the others find the runtime by chat id when they finish. */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "corral/child.h"
 #include "corral/ids.h"
 #include "corral/log.h"
 #include "corral/mem.h"
@@ -29,12 +26,7 @@
 #include "lifecycle.h"
 #include "turn.h"
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-
 #define DU_PATH "/usr/bin/du"
-#define DU_OUT_MAX 1024     /* two lines of "<bytes>\t<path>" */
 #define DU_TIMEOUT_S 120    /* a tree du cannot walk in this is not measured */
 
 enum du_kind { DU_BEFORE_TURN, DU_DURING_TURN, DU_IDLE, DU_API };
@@ -48,13 +40,9 @@ struct du_job {
     void (*next_fn)(struct run *run);     /* BEFORE_TURN */
     void (*cb)(void *arg, bool over, int64_t used); /* API */
     void *arg;
-    pid_t pid;
-    int pidfd, out_fd;
-    struct event *ev_out, *ev_exit, *ev_timeout;
-    char out[DU_OUT_MAX];
-    size_t len;
-    bool out_eof, reaped, failed;
-    int status;
+    struct child *child;       /* NULL: answered without measuring */
+    struct event *ev_deferred; /* that answer, from the loop */
+    bool failed;
 };
 
 static int64_t mono_ms(void)
@@ -111,110 +99,31 @@ static void job_unlink(struct du_job *j)
 
 static void job_free(struct du_job *j)
 {
-    if (j->ev_out)
-        event_free(j->ev_out);
-    if (j->ev_exit)
-        event_free(j->ev_exit);
-    if (j->ev_timeout)
-        event_free(j->ev_timeout);
-    if (j->out_fd >= 0)
-        close(j->out_fd);
-    if (j->pidfd >= 0)
-        close(j->pidfd);
+    if (j->ev_deferred)
+        event_free(j->ev_deferred);
     free(j);
 }
 
 static void job_finish(struct du_job *j, bool ok, int64_t used);
 
-static void job_settle(struct du_job *j)
+static void on_du_done(void *arg, const struct child_result *res)
 {
-    if (!j->out_eof || !j->reaped)
-        return;
+    struct du_job *j = arg;
     int64_t used = -1;
-    bool ok = !j->failed && quota_parse_du(j->out, j->len, &used);
+    if (res->timed_out)
+        log_warn("chat %s: du took over %d s; killed", j->chat_id,
+                 DU_TIMEOUT_S);
     /* du exits 1 when a tree is missing (a chat that never ran has no
      * home yet) but still sums the others. */
+    bool ok = !res->timed_out && !res->killed && !res->out_truncated &&
+              quota_parse_du(res->out, res->out_len, &used);
     if (!ok)
         log_warn("chat %s: workspace usage not measured (du status %d)",
-                 j->chat_id, WIFEXITED(j->status) ? WEXITSTATUS(j->status)
-                                                  : -1);
+                 j->chat_id, WIFEXITED(res->status)
+                                 ? WEXITSTATUS(res->status) : -1);
     job_unlink(j);
     job_finish(j, ok, ok ? used : -1);
     job_free(j);
-}
-
-static void on_du_output(evutil_socket_t fd, short what, void *arg)
-{
-    struct du_job *j = arg;
-    char buf[512];
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n > 0) {
-        size_t room = sizeof(j->out) - j->len;
-        size_t take = (size_t)n < room ? (size_t)n : room;
-        memcpy(j->out + j->len, buf, take);
-        j->len += take;
-        if (take < (size_t)n)
-            j->failed = true; /* more than two lines: not ours to read */
-        return;
-    }
-    event_del(j->ev_out);
-    j->out_eof = true;
-    job_settle(j);
-}
-
-static void on_du_exit(evutil_socket_t fd, short what, void *arg)
-{
-    struct du_job *j = arg;
-    int st = 0;
-    pid_t r = waitpid(j->pid, &st, WNOHANG);
-    if (r == 0 || (r < 0 && errno == EINTR))
-        return;
-    event_del(j->ev_exit);
-    event_del(j->ev_timeout);
-    j->reaped = true;
-    j->status = st;
-    job_settle(j);
-}
-
-static void on_du_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct du_job *j = arg;
-    log_warn("chat %s: du took over %d s; killed", j->chat_id, DU_TIMEOUT_S);
-    j->failed = true;
-    kill(j->pid, SIGKILL); /* our unreaped child: the pid is still its */
-}
-
-/* posix_spawn: du needs no rlimits, and glibc's spawn is a vfork. */
-static pid_t spawn_du(const char *const *argv, int out_w)
-{
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, def;
-    pid_t pid = -1;
-    static char *const envp[] = {"PATH=/usr/bin:/bin", "LC_ALL=C", NULL};
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_w, 1);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    /* Not every library in corrald sets FD_CLOEXEC. */
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawnattr_init(&at);
-    sigemptyset(&none);
-    sigfillset(&def);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &def);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-    int rc = posix_spawn(&pid, DU_PATH, &fa, &at, (char *const *)argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    if (rc != 0) {
-        errno = rc;
-        return -1;
-    }
-    return pid;
 }
 
 /* Starts du over the chat's trees; false when it cannot be started (the
@@ -231,35 +140,12 @@ static bool job_start(struct du_job *j, bool *no_tree)
         return false;
     snprintf(ws, sizeof(ws), "%s/workspace", root);
     snprintf(home, sizeof(home), "%s/home", root);
-    const char *argv[] = {"du", "-s", "-b", "--", ws, home, NULL};
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return false;
-    j->pid = spawn_du(argv, p[1]);
-    close(p[1]);
-    j->pidfd = j->pid > 0 ? (int)syscall(SYS_pidfd_open, j->pid, 0) : -1;
-    if (j->pid <= 0 || j->pidfd < 0) {
+    const char *argv[] = {DU_PATH, "-s", "-b", "--", ws, home, NULL};
+    struct child_spec spec = {argv, -1, -1, DU_TIMEOUT_S * 1000, true};
+    j->child = child_start(srv->base, &spec, on_du_done, j);
+    if (!j->child)
         log_error("chat %s: cannot run du: %s", j->chat_id, strerror(errno));
-        if (j->pid > 0) {
-            kill(j->pid, SIGKILL);
-            waitpid(j->pid, NULL, 0);
-        }
-        close(p[0]);
-        return false;
-    }
-    j->out_fd = p[0];
-    evutil_make_socket_nonblocking(j->out_fd);
-    struct event_base *base = srv->base;
-    j->ev_out = event_new(base, j->out_fd, EV_READ | EV_PERSIST,
-                          on_du_output, j);
-    j->ev_exit = event_new(base, j->pidfd, EV_READ | EV_PERSIST, on_du_exit,
-                           j);
-    j->ev_timeout = evtimer_new(base, on_du_timeout, j);
-    struct timeval tv = {DU_TIMEOUT_S, 0};
-    event_add(j->ev_out, NULL);
-    event_add(j->ev_exit, NULL);
-    evtimer_add(j->ev_timeout, &tv);
-    return true;
+    return j->child != NULL;
 }
 
 static void on_deferred(evutil_socket_t fd, short what, void *arg)
@@ -270,19 +156,28 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
     job_free(j);
 }
 
+/* Answers the job from the loop without measuring (failed: -1, else 0
+ * bytes). */
+static void job_defer(struct du_job *j, bool failed)
+{
+    struct timeval zero = {0, 0};
+    j->failed = failed;
+    j->next = j->c->du_jobs;
+    j->c->du_jobs = j;
+    j->ev_deferred = evtimer_new(j->c->srv->base, on_deferred, j);
+    evtimer_add(j->ev_deferred, &zero);
+}
+
 /* Runs a measurement; its outcome reaches job_finish from the loop. */
 static void job_run(struct du_job *j)
 {
     bool no_tree = false;
-    j->pidfd = j->out_fd = -1;
-    j->next = j->c->du_jobs;
-    j->c->du_jobs = j;
-    if (job_start(j, &no_tree))
+    if (job_start(j, &no_tree)) {
+        j->next = j->c->du_jobs;
+        j->c->du_jobs = j;
         return;
-    j->failed = !no_tree;
-    j->ev_timeout = evtimer_new(j->c->srv->base, on_deferred, j);
-    struct timeval zero = {0, 0};
-    evtimer_add(j->ev_timeout, &zero);
+    }
+    job_defer(j, !no_tree);
 }
 
 static struct du_job *job_new(struct chats *c, const char *chat_id,
@@ -300,11 +195,11 @@ void quota_free(struct chats *c)
 {
     while (c->du_jobs) {
         struct du_job *j = c->du_jobs;
-        c->du_jobs = j->next;
-        if (j->pid > 0 && !j->reaped) {
-            kill(j->pid, SIGKILL);
-            waitpid(j->pid, NULL, 0); /* killed: returns at once */
+        if (j->child) {
+            child_finish_now(j->child); /* on_du_done unlinks it */
+            continue;
         }
+        c->du_jobs = j->next;
         job_finish(j, false, -1); /* every callback fires once */
         job_free(j);
     }
@@ -471,13 +366,7 @@ void workspace_quota_check(struct server *srv, const char *chat_id,
     j->arg = arg;
     if (srv->cfg->workspace_quota_mb <= 0 || !ids_is_uuid(chat_id)) {
         /* Off (or no chat): answered from the loop like a measurement. */
-        j->failed = true;
-        j->pidfd = j->out_fd = -1;
-        j->next = j->c->du_jobs;
-        j->c->du_jobs = j;
-        j->ev_timeout = evtimer_new(srv->base, on_deferred, j);
-        struct timeval zero = {0, 0};
-        evtimer_add(j->ev_timeout, &zero);
+        job_defer(j, true);
         return;
     }
     job_run(j);

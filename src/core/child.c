@@ -1,0 +1,226 @@
+/* Helper processes watched from the loop; see child.h. */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "corral/child.h"
+#include "corral/mem.h"
+#include "corral/server.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+struct child {
+    pid_t pid;
+    int pidfd, out_rd;          /* -1 once closed */
+    struct event *ev_out, *ev_exit, *ev_timer;
+    struct child_result res;
+    char out[CHILD_OUT_MAX + 1];
+    bool exited;
+    child_done_fn done;
+    void *arg;
+};
+
+static pid_t spawn(const struct child_spec *spec, int out_w)
+{
+    static char *const envp[] = {"PATH=/usr/bin:/bin", "LC_ALL=C", NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, all;
+    pid_t pid = -1;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, out_w, 1);
+    if (spec->stderr_null || spec->out_fd >= 0)
+        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    else
+        posix_spawn_file_actions_adddup2(&fa, out_w, 2);
+    if (spec->fd3 >= 0)
+        posix_spawn_file_actions_adddup2(&fa, spec->fd3, 3);
+    /* Not every library in corrald sets FD_CLOEXEC. */
+    posix_spawn_file_actions_addclosefrom_np(&fa, spec->fd3 >= 0 ? 4 : 3);
+    posix_spawnattr_init(&at);
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETSID);
+    int rc = posix_spawn(&pid, spec->argv[0], &fa, &at,
+                         (char *const *)spec->argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    return pid;
+}
+
+static void child_free(struct child *c)
+{
+    if (c->ev_out)
+        event_free(c->ev_out);
+    if (c->ev_exit)
+        event_free(c->ev_exit);
+    if (c->ev_timer)
+        event_free(c->ev_timer);
+    if (c->out_rd >= 0)
+        close(c->out_rd);
+    if (c->pidfd >= 0)
+        close(c->pidfd);
+    free(c);
+}
+
+static void settle(struct child *c)
+{
+    if (!c->exited || c->out_rd >= 0)
+        return;
+    c->out[c->res.out_len] = '\0';
+    c->res.out = c->out;
+    c->done(c->arg, &c->res);
+    child_free(c);
+}
+
+static void close_output(struct child *c)
+{
+    if (c->out_rd < 0)
+        return;
+    if (c->ev_out)
+        event_del(c->ev_out);
+    close(c->out_rd);
+    c->out_rd = -1;
+}
+
+/* Keeps the tail: a helper's last line says how it went. */
+static void on_output(evutil_socket_t fd, short what, void *arg)
+{
+    struct child *c = arg;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        close_output(c);
+        settle(c);
+        return;
+    }
+    size_t k = (size_t)n > CHILD_OUT_MAX ? CHILD_OUT_MAX : (size_t)n;
+    size_t *len = &c->res.out_len;
+    if (*len + k > CHILD_OUT_MAX) {
+        size_t drop = *len + k - CHILD_OUT_MAX;
+        memmove(c->out, c->out + drop, *len - drop);
+        *len -= drop;
+        c->res.out_truncated = true;
+    }
+    c->res.out_truncated |= (size_t)n > k;
+    memcpy(c->out + *len, buf + (size_t)n - k, k);
+    *len += k;
+}
+
+static bool reap(struct child *c, int flags)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | flags) < 0 ||
+        si.si_pid == 0)
+        return false;
+    c->exited = true;
+    c->res.status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0)
+                                             : si.si_status; /* signal */
+    if (c->ev_exit)
+        event_del(c->ev_exit);
+    if (c->ev_timer)
+        event_del(c->ev_timer);
+    return true;
+}
+
+static void on_exit_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct child *c = arg;
+    if (reap(c, WNOHANG))
+        settle(c);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct child *c = arg;
+    c->res.timed_out = true;
+    kill(c->pid, SIGKILL); /* unreaped: the pid is still this child's */
+}
+
+struct child *child_start(struct event_base *base,
+                          const struct child_spec *spec, child_done_fn done,
+                          void *arg)
+{
+    int p[2] = {-1, -1};
+    if (spec->out_fd < 0 && pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+        return NULL;
+    pid_t pid = spawn(spec, spec->out_fd >= 0 ? spec->out_fd : p[1]);
+    int saved = errno;
+    if (p[1] >= 0)
+        close(p[1]);
+    int pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    if (pidfd < 0) {
+        saved = pid > 0 ? errno : saved;
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0); /* killed: returns at once */
+        }
+        if (p[0] >= 0)
+            close(p[0]);
+        errno = saved;
+        return NULL;
+    }
+    struct child *c = xcalloc(1, sizeof(*c));
+    c->pid = pid;
+    c->pidfd = pidfd;
+    c->out_rd = p[0];
+    c->done = done;
+    c->arg = arg;
+    c->ev_exit = event_new(base, pidfd, EV_READ | EV_PERSIST, on_exit_ready,
+                           c);
+    event_add(c->ev_exit, NULL);
+    if (c->out_rd >= 0) {
+        c->ev_out = event_new(base, c->out_rd, EV_READ | EV_PERSIST,
+                              on_output, c);
+        event_add(c->ev_out, NULL);
+    }
+    if (spec->timeout_ms > 0) {
+        struct timeval tv = ms_to_timeval(spec->timeout_ms);
+        c->ev_timer = evtimer_new(base, on_deadline, c);
+        evtimer_add(c->ev_timer, &tv);
+    }
+    return c;
+}
+
+void child_kill(struct child *c)
+{
+    if (c->exited)
+        return;
+    c->res.killed = true;
+    kill(c->pid, SIGKILL);
+}
+
+void child_finish_now(struct child *c)
+{
+    child_kill(c);
+    if (!c->exited)
+        reap(c, 0); /* SIGKILLed: returns at once */
+    close_output(c);
+    settle(c);
+}
+
+int child_pid(const struct child *c)
+{
+    return (int)c->pid;
+}
