@@ -139,6 +139,15 @@ struct pg_reply;
 struct pg_result;
 bool req_store_row(struct req *r, const struct pg_reply *reply,
                    const char *what);
+/* Answers 200 with a page of a list: {"items": [...], "next_cursor"} from
+ * the first n rows of res (the query asked for limit + 1: more than limit
+ * rows means another page, whose cursor is column cursor_col of the last
+ * row shown). Each item is written by write, or is the JSON text of
+ * column json_col when write is NULL. */
+void req_reply_page(struct req *r, const struct pg_result *res, int n,
+                    int limit, int json_col, int cursor_col,
+                    void (*write)(struct json_w *w,
+                                  const struct pg_result *res, int row));
 /* For a DELETE's store callback: 204 when a row went, 404 `no such
  * <what>` when none did, 503/500 when the query failed. */
 void req_reply_deleted(struct req *r, const struct pg_reply *reply,

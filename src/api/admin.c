@@ -88,24 +88,8 @@ static void reply_page(struct req *r, const struct pg_reply *reply,
         return;
     }
     int limit = *(int *)r->state;
-    int n = PQntuples(reply->res);
-    int shown = n > limit ? limit : n;
-    struct buf body;
-    struct json_w w;
-    buf_init(&body);
-    json_w_init(&w, &body);
-    json_w_obj_begin(&w);
-    json_w_key(&w, "items");
-    json_w_arr_begin(&w);
-    for (int i = 0; i < shown; i++)
-        write(&w, reply->res, i);
-    json_w_arr_end(&w);
-    json_w_next_cursor(&w, n > limit ? pg_val(reply->res, shown - 1,
-                                              cursor_col)
-                                     : NULL);
-    json_w_obj_end(&w);
-    req_reply_json(r, 200, &body);
-    buf_deinit(&body);
+    req_reply_page(r, reply->res, PQntuples(reply->res), limit, 0,
+                   cursor_col, write);
 }
 
 static void on_models_listed(void *arg, const struct pg_reply *reply)

@@ -141,24 +141,8 @@ static void on_attach_listed(void *arg, const struct pg_reply *reply)
         return;
     int limit = *(int *)r->state;
     const PGresult *res = reply->res;
-    int n = pg_val(res, 0, 0) ? PQntuples(res) : 0;
-    int shown = n > limit ? limit : n;
-    struct buf body;
-    buf_init(&body);
-    struct json_w w;
-    json_w_init(&w, &body);
-    json_w_obj_begin(&w);
-    json_w_key(&w, "items");
-    json_w_arr_begin(&w);
-    for (int i = 0; i < shown; i++) {
-        const char *o = pg_val(res, i, 0);
-        json_w_raw(&w, o, strlen(o));
-    }
-    json_w_arr_end(&w);
-    json_w_next_cursor(&w, n > limit ? pg_val(res, shown - 1, 1) : NULL);
-    json_w_obj_end(&w);
-    req_reply_json(r, 200, &body);
-    buf_deinit(&body);
+    int n = pg_val(res, 0, 0) ? PQntuples(res) : 0; /* else a placeholder */
+    req_reply_page(r, res, n, limit, 0, 1, NULL);
 }
 
 void api_attachments_list(struct req *r)

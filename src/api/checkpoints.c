@@ -27,22 +27,8 @@ static void on_listed(void *arg, const struct pg_reply *reply)
     if (!req_store_row(r, reply, "chat"))
         return;
     const PGresult *res = reply->res;
-    int n = PQgetisnull(res, 0, 0) ? 0 : PQntuples(res);
-    int shown = n > limit ? limit : n;
-    struct buf body;
-    struct json_w w;
-    buf_init(&body);
-    json_w_init(&w, &body);
-    json_w_obj_begin(&w);
-    json_w_key(&w, "items");
-    json_w_arr_begin(&w);
-    for (int i = 0; i < shown; i++)
-        json_w_raw(&w, pg_val(res, i, 1), strlen(pg_val(res, i, 1)));
-    json_w_arr_end(&w);
-    json_w_next_cursor(&w, n > limit ? pg_val(res, shown - 1, 0) : NULL);
-    json_w_obj_end(&w);
-    req_reply_json(r, 200, &body);
-    buf_deinit(&body);
+    int n = PQgetisnull(res, 0, 0) ? 0 : PQntuples(res); /* placeholder */
+    req_reply_page(r, res, n, limit, 1, 0, NULL);
 }
 
 void api_checkpoints_list(struct req *r)

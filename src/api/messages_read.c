@@ -74,22 +74,7 @@ static void on_messages_listed(void *arg, const struct pg_reply *reply)
     }
     if (n == 1 && !pg_val(res, 0, MSG_ID))
         n = 0; /* the chat's placeholder row: no (further) messages */
-    int shown = n > limit ? limit : n;
-    struct buf body;
-    buf_init(&body);
-    struct json_w w;
-    json_w_init(&w, &body);
-    json_w_obj_begin(&w);
-    json_w_key(&w, "items");
-    json_w_arr_begin(&w);
-    for (int i = 0; i < shown; i++)
-        write_message(&w, res, i);
-    json_w_arr_end(&w);
-    json_w_next_cursor(&w, n > limit ? pg_val(res, shown - 1, MSG_CURSOR)
-                                     : NULL);
-    json_w_obj_end(&w);
-    req_reply_json(r, 200, &body);
-    buf_deinit(&body);
+    req_reply_page(r, res, n, limit, 0, MSG_CURSOR, write_message);
 }
 
 void api_messages_list(struct req *r)

@@ -50,23 +50,7 @@ static void on_listed(void *arg, const struct pg_reply *reply)
     }
     if (n == 1 && !pg_val(res, 0, 0))
         n = 0; /* the chat's placeholder row: an empty page */
-    int shown = n > limit ? limit : n;
-    struct buf body;
-    buf_init(&body);
-    struct json_w w;
-    json_w_init(&w, &body);
-    json_w_obj_begin(&w);
-    json_w_key(&w, "items");
-    json_w_arr_begin(&w);
-    for (int i = 0; i < shown; i++) {
-        const char *item = pg_val(res, i, 0);
-        json_w_raw(&w, item, strlen(item));
-    }
-    json_w_arr_end(&w);
-    json_w_next_cursor(&w, n > limit ? pg_val(res, shown - 1, 1) : NULL);
-    json_w_obj_end(&w);
-    req_reply_json(r, 200, &body);
-    buf_deinit(&body);
+    req_reply_page(r, res, n, limit, 0, 1, NULL);
 }
 
 /* Reads the chat id and the paging parameters of a list; NULL after

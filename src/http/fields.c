@@ -183,6 +183,34 @@ bool req_list_rows(struct req *r, const struct pg_reply *reply)
     return true;
 }
 
+void req_reply_page(struct req *r, const PGresult *res, int n, int limit,
+                    int json_col, int cursor_col,
+                    void (*write)(struct json_w *w, const PGresult *res,
+                                  int row))
+{
+    int shown = n > limit ? limit : n;
+    struct buf body;
+    struct json_w w;
+    buf_init(&body);
+    json_w_init(&w, &body);
+    json_w_obj_begin(&w);
+    json_w_key(&w, "items");
+    json_w_arr_begin(&w);
+    for (int i = 0; i < shown; i++) {
+        const char *item = write ? NULL : pg_val(res, i, json_col);
+        if (write)
+            write(&w, res, i);
+        else
+            json_w_raw(&w, item, strlen(item));
+    }
+    json_w_arr_end(&w);
+    json_w_next_cursor(&w, n > limit ? pg_val(res, shown - 1, cursor_col)
+                                     : NULL);
+    json_w_obj_end(&w);
+    req_reply_json(r, 200, &body);
+    buf_deinit(&body);
+}
+
 void req_reply_deleted(struct req *r, const struct pg_reply *reply,
                        const char *what)
 {
