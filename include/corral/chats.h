@@ -93,6 +93,7 @@ struct chat_live {
     const char *phase;        /* lowercase run phase */
     int64_t started_unix_ms;  /* wall clock, when the run left the queue */
     int queued;               /* runs waiting behind the active one */
+    char owner_id[CHATS_ID_LEN + 1]; /* of its runs; "" without any */
     const char *sandbox_state; /* none, starting, running, stopped, error */
 };
 /* Fills out for a chat this process is running; false when it has no

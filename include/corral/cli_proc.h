@@ -47,7 +47,10 @@ struct cli_proc *cli_proc_start(struct server *srv, struct sandbox *sb,
                                 const struct cli_proc_cbs *cbs, void *arg,
                                 const char **err);
 /* Sends a control_request {subtype, ...fields}; fields_json is the text
- * of extra members ("\"mode\":\"plan\"") or NULL. -1 if stdin is closed. */
+ * of extra members ("\"mode\":\"plan\"") or NULL. -1 if stdin is closed.
+ * cb fires once with the response, or with ok false when the CLI exits
+ * first; arg (NULL or from malloc) is free()d instead when the CLI is
+ * abandoned before answering. */
 int cli_proc_control(struct cli_proc *p, const char *subtype,
                      const char *fields_json, cli_ctl_cb cb, void *arg);
 /* Writes a user message with our uuid. */

@@ -269,8 +269,11 @@ static void send_start(struct req *r)
     struct send_state *s = r->state;
     struct chat_live live;
     const char *chat_id = req_param(r, "id");
+    /* Only the owner learns the queue is full; anyone else gets the
+     * insert's 404. */
     if (chats_live(r->srv->chats, chat_id, &live) &&
-        live.queued >= r->srv->cfg->max_queued_messages) {
+        live.queued >= r->srv->cfg->max_queued_messages &&
+        strcmp(live.owner_id, r->auth.user_id) == 0) {
         send_state_free(s);
         req_rate_limited(r, 5, "queue_full");
         return;

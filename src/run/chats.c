@@ -613,6 +613,10 @@ bool chats_live(struct chats *c, const char *chat_id, struct chat_live *out)
         return false;
     out->queued = rt->queued;
     out->sandbox_state = rt->sandbox_state;
+    const struct run *any = rt->active ? rt->active : rt->q_head;
+    if (any)
+        snprintf(out->owner_id, sizeof(out->owner_id), "%s",
+                 any->spec.owner_id);
     struct run *run = rt->active;
     if (!run) {
         out->status = rt->queued ? "queued" : "idle";

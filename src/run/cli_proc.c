@@ -44,6 +44,8 @@ static void fail_pending(struct cli_proc *p, const char *why)
         p->pending = c->next;
         if (!p->abandoned)
             c->cb(c->arg, false, NULL, -1, why);
+        else
+            free(c->arg); /* nobody waits for it any more */
         free(c);
     }
 }
@@ -323,5 +325,6 @@ void cli_proc_kill(struct cli_proc *p)
 void cli_proc_abandon(struct cli_proc *p)
 {
     p->abandoned = true;
+    fail_pending(p, NULL);
     cli_proc_kill(p);
 }

@@ -368,3 +368,24 @@ def test_idle_chat_lets_go_and_comes_back(make_server, model):
     while os.path.exists(chat.workspace()) and time.time() < deadline:
         time.sleep(0.1)
     assert not os.path.exists(chat.workspace())
+
+
+def test_full_queue_is_429_for_the_owner_only(make_server, model):
+    """max_queued_messages bounds a chat's queue; only its owner learns
+    that it is full (anyone else gets the 404 of a chat not theirs)."""
+    srv = make_server(env=pipeline_env(model, CORRAL_MAX_QUEUED_MESSAGES="1"))
+    _TEST_SERVERS.append(srv)
+    model.scenario([text_rule("slow", "late", first_delay_ms=4000)])
+    owner, other = register(srv), register(srv)
+    chat = Chat(srv, owner)
+    chat.send("slow one")
+    chat.send("slow two")  # queued behind the first
+    r = srv.post(f"/chats/{chat.id}/messages", json={"content": "three"},
+                 token=owner.access)
+    assert_problem(r, 429, "queue_full")
+    r = srv.post(f"/chats/{chat.id}/messages", json={"content": "three"},
+                 token=other.access)
+    assert_problem(r, 404)
+    r = srv.post(f"/chats/{chat.id}/interrupt", json={"drop_queue": True},
+                 token=owner.access)
+    assert r.status_code == 202, r.text
