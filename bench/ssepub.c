@@ -199,7 +199,7 @@ static void send_event(struct conn *c, int chan)
     if (P.seq)
         snprintf(seq, sizeof(seq), ",\"seq\":%" PRId64, ++P.seqs[chan]);
     size_t padlen = strlen(P.pad);
-    size_t blen = (size_t)n + 9 + padlen + 1 + strlen(seq) + 1;
+    size_t blen = (size_t)n + 8 + padlen + 1 + strlen(seq) + 1;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     evbuffer_add_printf(out, "POST %s HTTP/1.1\r\nHost: %s\r\n"
                         "Content-Type: application/json\r\n"
@@ -209,7 +209,7 @@ static void send_event(struct conn *c, int chan)
         evbuffer_add(out, P.hdr.text, P.hdr.len);
     evbuffer_add(out, "\r\n", 2);
     evbuffer_add(out, body_head, (size_t)n);
-    evbuffer_add(out, ",\"pad\":\"", 8 + 0);
+    evbuffer_add(out, ",\"pad\":\"", 8);
     evbuffer_add(out, P.pad, padlen);
     evbuffer_add(out, "\"", 1);
     evbuffer_add(out, seq, strlen(seq));
