@@ -71,6 +71,8 @@ void api_models_list(struct req *r);
 void api_admin_model_put(struct req *r);
 void api_admin_users_list(struct req *r);
 void api_admin_user_patch(struct req *r);
+/* POST /admin/chats/{id}/events: only with config bench_publish */
+void api_admin_bench_publish(struct req *r);
 
 /* attachments.c, files.c: attachments and the workspace files API */
 void api_attachments_upload(struct req *r);

@@ -273,3 +273,73 @@ void api_admin_user_patch(struct req *r)
     free(p.role);
     free(p.cap);
 }
+
+/* ---- bench publishing ---- */
+
+#define BENCH_PAD_MAX (64 * 1024)
+
+static void on_bench_published(void *arg, int64_t seq, const char *err)
+{
+    struct req *r = arg;
+    if (seq < 0) {
+        if (strcmp(err, "chat_not_found") == 0)
+            req_problem(r, 404, "not_found", "no such chat");
+        else if (strcmp(err, "shutting_down") == 0 ||
+                 strncmp(err, "db_", 3) == 0)
+            req_problem(r, 503, err, "the event could not be stored");
+        else
+            req_problem(r, 500, "internal", "the event was refused (%s)",
+                        err);
+        return;
+    }
+    struct buf out;
+    struct json_w w;
+    buf_init(&out);
+    json_w_init(&w, &out);
+    json_w_obj_begin(&w);
+    json_w_kint(&w, "id", seq);
+    json_w_obj_end(&w);
+    req_reply_json(r, 202, &out);
+    buf_deinit(&out);
+}
+
+/* {t_ns, pad}: t_ns an integer (the publisher's clock), pad a bounded
+ * string; the event's data is written back from them, nothing else. */
+static bool read_bench_body(struct req *r, int64_t *t_ns, char **pad)
+{
+    static const char *const known[] = {"t_ns", "pad"};
+    if (!req_json_known_members(r, known, ARRAY_SIZE(known)))
+        return false;
+    int tok = json_get(r->json, 0, "t_ns");
+    if (json_get_int64(r->json, tok, t_ns) < 0)
+        return fail422(r, "t_ns must be an integer");
+    *pad = NULL;
+    return req_json_str(r, "pad", false, 0, BENCH_PAD_MAX, pad);
+}
+
+/* Publishes through the bus like a run does, so a load generator
+ * measures the real fan-out path; only when the operator enabled it. */
+void api_admin_bench_publish(struct req *r)
+{
+    if (!r->srv->cfg->bench_publish) {
+        req_problem(r, 404, "not_found", "no such endpoint");
+        return;
+    }
+    const char *id = req_path_uuid(r, "id", "chat");
+    int64_t t_ns;
+    char *pad;
+    if (!id || !read_bench_body(r, &t_ns, &pad))
+        return;
+    struct buf data;
+    struct json_w w;
+    buf_init(&data);
+    json_w_init(&w, &data);
+    json_w_obj_begin(&w);
+    json_w_kint(&w, "t_ns", t_ns);
+    json_w_kstr(&w, "pad", pad ? pad : "");
+    json_w_obj_end(&w);
+    bus_publish(r->srv->bus, id, NULL, "bench", data.data, data.len, true,
+                on_bench_published, r);
+    buf_deinit(&data);
+    free(pad);
+}

@@ -92,6 +92,8 @@ const struct route http_routes[] = {
      "admin_users_list"},
     {HTTP_PATCH, "/api/v1/admin/users/{id}", api_admin_user_patch,
      ROUTE_ADMIN | JSON, "admin_user_patch"},
+    {HTTP_POST, "/api/v1/admin/chats/{id}/events", api_admin_bench_publish,
+     ROUTE_ADMIN | JSON, "admin_bench_publish"},
 };
 
 const size_t http_routes_count = ARRAY_SIZE(http_routes);
