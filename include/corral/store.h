@@ -63,7 +63,8 @@ void store_api_key_list(struct pg_pool *pg, const char *user_id,
                         void *arg);
 void store_api_key_delete(struct pg_pool *pg, const char *id,
                           const char *user_id, pg_cb cb, void *arg);
-/* Marks the key used; one row (user id, role, disabled) or none. */
+/* Marks the key used (last_used_at, to the minute); one row (user id,
+ * role, disabled) or none. */
 void store_api_key_use(struct pg_pool *pg, const char *hash, pg_cb cb,
                        void *arg);
 

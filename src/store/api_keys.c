@@ -44,8 +44,13 @@ void store_api_key_use(struct pg_pool *pg, const char *hash, pg_cb cb,
 {
     const char *p[] = {hash};
     pg_query(pg,
-             "WITH k AS (UPDATE api_keys SET last_used_at = now()"
-             " WHERE key_hash = $1 RETURNING user_id)"
+             "WITH k AS (SELECT id, user_id, last_used_at FROM api_keys"
+             " WHERE key_hash = $1),"
+             /* A row write per request would dominate an API key's cost
+              * (WAL, dead tuples): last_used_at is kept to the minute. */
+             " w AS (UPDATE api_keys SET last_used_at = now()"
+             " WHERE id = (SELECT id FROM k) AND (last_used_at IS NULL"
+             " OR last_used_at < now() - interval '1 minute'))"
              " SELECT u.id, u.role, u.disabled FROM k"
              " JOIN users u ON u.id = k.user_id",
              1, p, cb, arg);
