@@ -160,3 +160,13 @@ bool parse_long(const char *s, long *out)
     *out = strtol(s, &end, 10);
     return s[0] && !*end && errno == 0;
 }
+
+double bench_num_arg(const char *name, const char *v, double min)
+{
+    double d;
+    if (!parse_double(v, &d) || d < min) {
+        fprintf(stderr, "--%s: a number >= %g, not %s\n", name, min, v);
+        exit(2);
+    }
+    return d;
+}

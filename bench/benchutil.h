@@ -36,6 +36,9 @@ long raise_nofile(void);
 
 /* Whole-string number parsers; false on junk. */
 bool parse_double(const char *s, double *out);
+/* The number of option --name, at least min; exits 2 with a message
+ * otherwise. */
+double bench_num_arg(const char *name, const char *v, double min);
 bool parse_long(const char *s, long *out);
 
 #endif

@@ -531,16 +531,6 @@ static bool parse_sources(const char *list)
     return B.nsources > 0;
 }
 
-static double num_arg(const char *name, const char *v, double min)
-{
-    double d;
-    if (!parse_double(v, &d) || d < min) {
-        fprintf(stderr, "--%s: a number >= %g, not %s\n", name, min, v);
-        exit(2);
-    }
-    return d;
-}
-
 static void parse_args(int argc, char **argv, const char **url,
                        const char **chfile)
 {
@@ -560,11 +550,11 @@ static void parse_args(int argc, char **argv, const char **url,
         switch (c) {
         case 'u': *url = optarg; break;
         case 'c': *chfile = optarg; break;
-        case 'n': B.subs_per_chan = (int)num_arg("subs", optarg, 1); break;
+        case 'n': B.subs_per_chan = (int)bench_num_arg("subs", optarg, 1); break;
         case 'H': if (!headers_add(&B.hdr, optarg)) exit(2); break;
         case 's': if (!parse_sources(optarg)) exit(2); break;
-        case 'r': B.connect_rate = num_arg("connect-rate", optarg, 1); break;
-        case 'd': B.duration = num_arg("duration", optarg, 0); break;
+        case 'r': B.connect_rate = bench_num_arg("connect-rate", optarg, 1); break;
+        case 'd': B.duration = bench_num_arg("duration", optarg, 0); break;
         case 'q':
             if (strcmp(optarg, "id") == 0)
                 B.seq = SEQ_ID;
@@ -574,9 +564,9 @@ static void parse_args(int argc, char **argv, const char **url,
                 usage();
             break;
         case 'R': B.resume = true; break;
-        case 'C': B.churn = num_arg("churn", optarg, 0); break;
-        case 'S': B.slow = num_arg("slow", optarg, 0); break;
-        case 'e': B.expect = (int64_t)num_arg("expect", optarg, 0); break;
+        case 'C': B.churn = bench_num_arg("churn", optarg, 0); break;
+        case 'S': B.slow = bench_num_arg("slow", optarg, 0); break;
+        case 'e': B.expect = (int64_t)bench_num_arg("expect", optarg, 0); break;
         default: usage();
         }
     }

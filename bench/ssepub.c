@@ -275,16 +275,6 @@ static void usage(void)
     exit(2);
 }
 
-static double num_arg(const char *name, const char *v, double min)
-{
-    double d;
-    if (!parse_double(v, &d) || d < min) {
-        fprintf(stderr, "--%s: a number >= %g, not %s\n", name, min, v);
-        exit(2);
-    }
-    return d;
-}
-
 static void parse_args(int argc, char **argv, const char **url,
                        const char **chfile)
 {
@@ -300,11 +290,11 @@ static void parse_args(int argc, char **argv, const char **url,
         switch (c) {
         case 'u': *url = optarg; break;
         case 'c': *chfile = optarg; break;
-        case 'r': P.rate = num_arg("rate", optarg, 0); break;
-        case 'p': pad = (long)num_arg("pad", optarg, 0); break;
-        case 'd': P.duration = num_arg("duration", optarg, 0); break;
+        case 'r': P.rate = bench_num_arg("rate", optarg, 0); break;
+        case 'p': pad = (long)bench_num_arg("pad", optarg, 0); break;
+        case 'd': P.duration = bench_num_arg("duration", optarg, 0); break;
         case 'H': if (!headers_add(&P.hdr, optarg)) exit(2); break;
-        case 'n': P.nconns = (int)num_arg("conns", optarg, 1); break;
+        case 'n': P.nconns = (int)bench_num_arg("conns", optarg, 1); break;
         case 'q': P.seq = true; break;
         default: usage();
         }
