@@ -162,8 +162,9 @@ def turns(base, key, n):
 
 
 def cli_floor(cli, model_url, n):
-    """The CLI alone: a user line written on stdin to its first stream_event
-    line, on a warm process (the way DESIGN.md §5 judges turn latency)."""
+    """The CLI alone: a user line written on stdin to its first text delta
+    (stream_event content_block_delta), on a warm process (the way DESIGN.md
+    §5 judges turn latency)."""
     env = dict(os.environ, ANTHROPIC_BASE_URL=model_url,
                ANTHROPIC_API_KEY="sk-bench", CLAUDE_CODE_MAX_RETRIES="0",
                DISABLE_TELEMETRY="1", DISABLE_AUTOUPDATER="1",
@@ -206,7 +207,11 @@ def cli_floor(cli, model_url, n):
             t0 = time.monotonic()
             p.stdin.write((json.dumps(msg) + "\n").encode())
             p.stdin.flush()
-            if read_until(lambda o: o.get("type") == "stream_event", 120) is None:
+            # The first text delta: what corral turns into the first
+            # assistant_text_delta (message_start comes earlier).
+            if read_until(lambda o: o.get("type") == "stream_event" and
+                          (o.get("event") or {}).get("type") ==
+                          "content_block_delta", 120) is None:
                 break
             times.append((time.monotonic() - t0) * 1000)
             if read_until(lambda o: o.get("type") == "result", 120) is None:
