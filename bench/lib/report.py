@@ -13,6 +13,57 @@ CORRALS = ("corral-mem", "corral-redis")
 NOT_WRITTEN = {4: "churn", 5: "slow consumers", 7: "runs", 9: "login storm"}
 
 
+def stress(recs):
+    out = {}
+    for r in recs:
+        sub, pub = r.get("sub") or {}, r.get("pub") or {}
+        out[r["server"]] = {
+            "subscribers": r["subs"] * r["chans"], "rate": r["rate"],
+            "pad": r["pad"], "published": pub.get("published"),
+            "publish_errors": pub.get("errors"),
+            "reconnects": sub.get("reconnects"), "slow": sub.get("slow"),
+            "closed_by_server": sub.get("closed_by_server"),
+            "connect_errors": sub.get("connect_errors"),
+            "gaps": sub.get("gaps"), "dups": sub.get("dups"),
+            "p99_ms": (sub.get("lat_ms") or {}).get("p99"),
+            "rss_before_kb": r["rss_before"]["rss_kb"],
+            "rss_peak_kb": r["rss_peak_kb"]}
+    return out
+
+
+def md_stress(shape, d, lines):
+    title = {4: "## 4. Churn (reconnects with Last-Event-ID while publishing)",
+             5: "## 5. Slow consumers (1% stop reading)"}[shape]
+    lines += [title, "",
+              "| server | subscribers | reconnects | slow | closed by server | gaps | dups | p99 ms | RSS before KiB | RSS peak KiB |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, x in d.items():
+        lines.append(f"| {name} | {x['subscribers']} | {fmt(x['reconnects'])} | "
+                     f"{fmt(x['slow'])} | {fmt(x['closed_by_server'])} | {fmt(x['gaps'])} | "
+                     f"{fmt(x['dups'])} | {fmt(x['p99_ms'])} | {x['rss_before_kb']} | "
+                     f"{x['rss_peak_kb']} |")
+    lines.append("")
+    for c in CORRALS:
+        if c not in d:
+            continue
+        x = d[c]
+        if shape == 4:
+            met = x["gaps"] == 0 and x["dups"] == 0 and (x["reconnects"] or 0) > 0
+            lines.append(f"- {c}: every resumed stream without gap or duplicate: "
+                         f"{'met' if met else 'NOT met'} ({fmt(x['reconnects'])} "
+                         f"reconnects, {fmt(x['gaps'])} gaps, {fmt(x['dups'])} dups; "
+                         f"the tail of each stream is not checked)")
+        else:
+            dropped = x["closed_by_server"] is not None and x["slow"] is not None \
+                and x["closed_by_server"] >= x["slow"] > 0
+            met = dropped and x["gaps"] == 0
+            lines.append(f"- {c}: slow readers dropped, the others without gap: "
+                         f"{'met' if met else 'NOT met'} ({fmt(x['closed_by_server'])} "
+                         f"closed of {fmt(x['slow'])} slow, {fmt(x['gaps'])} gaps); "
+                         f"RSS {x['rss_before_kb']} → peak {x['rss_peak_kb']} KiB")
+    lines.append("")
+
+
 def lost(sub):
     return (sub.get("gaps", 0) + sub.get("dups", 0) + sub.get("missing", 0)
             + sub.get("connect_errors", 0) + sub.get("closed_by_server", 0))
@@ -94,6 +145,8 @@ def summarize(recs):
             res["2"] = rates(rs, 100)
         elif shape == 3:
             res["3"] = rates(rs, 20)
+        elif shape in (4, 5):
+            res[str(shape)] = stress(rs)
         elif shape == 6:
             res["6"] = {r["server"]: r["wrk"] for r in rs}
         elif shape == 8:
@@ -220,6 +273,9 @@ def main(results, facts_path, out_base):
         md_rates("## 2. Hot chat (1 channel)", res["2"], 100, lines, "")
     if "3" in res:
         md_rates("## 3. Many chats", res["3"], 20, lines, "")
+    for shape in (4, 5):
+        if str(shape) in res:
+            md_stress(shape, res[str(shape)], lines)
     if "6" in res:
         md_rest(res["6"], lines)
     if "8" in res:
