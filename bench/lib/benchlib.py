@@ -4,6 +4,7 @@
     benchlib.py setup BASE NCHATS CHANFILE      -> prints an API key
     benchlib.py turns BASE KEY N                -> turn latency JSON (shape 8)
     benchlib.py cli-floor CLI MODEL_URL N       -> the CLI's own floor JSON
+    benchlib.py logins BASE CREDFILE RATE SECS  -> login storm JSON (shape 9)
     benchlib.py rss PID...                      -> {"rss_kb", "private_dirty_kb"}
 
 bench/run calls these; they are not meant to be used alone."""
@@ -64,7 +65,46 @@ def setup(base, nchats, chanfile):
             chat = api.call("POST", "/chats", {"title": f"bench {i}",
                                                "permission_mode": "auto"})
             f.write(chat["id"] + "\n")
+    with open(chanfile + ".login", "w") as f:
+        json.dump({"email": email, "password": password}, f)
     print(key)
+
+
+def logins(base, credfile, rate, secs):
+    """POST /auth/login at RATE per second for SECS (shape 9), each on its
+    own thread so a slow answer does not hold the pace back."""
+    cred = json.load(open(credfile))
+    times, errors, lock = [], [0], threading.Lock()
+
+    def one():
+        t0 = time.monotonic()
+        try:
+            api = Api(base)
+            api.conn.request("POST", "/api/v1/auth/login", body=json.dumps(cred),
+                             headers={"Content-Type": "application/json"})
+            r = api.conn.getresponse()
+            r.read()
+            ok = r.status == 200
+        except OSError:
+            ok = False
+        with lock:
+            if ok:
+                times.append((time.monotonic() - t0) * 1000)
+            else:
+                errors[0] += 1
+
+    threads, start = [], time.monotonic()
+    for i in range(int(rate * secs)):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        t = threading.Thread(target=one, daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(30)
+    print(json.dumps({"logins": len(times), "errors": errors[0],
+                      "lat_ms": {"p50": pct(times, 50), "p99": pct(times, 99)}}))
 
 
 class SseReader(threading.Thread):
@@ -254,6 +294,8 @@ if __name__ == "__main__":
         turns(args[0], args[1], int(args[2]))
     elif cmd == "cli-floor":
         cli_floor(args[0], args[1], int(args[2]))
+    elif cmd == "logins":
+        logins(args[0], args[1], float(args[2]), float(args[3]))
     elif cmd == "rss":
         rss(args)
     else:

@@ -32,6 +32,40 @@ def stress(recs):
     return out
 
 
+def storm(recs):
+    out = {}
+    for r in recs:
+        s = out.setdefault(r["server"], {"rate": r["rate"]})
+        sub = r.get("sub") or {}
+        key = "storm" if r.get("storm") else "alone"
+        s[key + "_p99_ms"] = (sub.get("lat_ms") or {}).get("p99")
+        s[key + "_lost"] = lost(sub) if sub else None
+        if r.get("storm"):
+            s["logins"] = r.get("logins")
+    for s in out.values():
+        a, b = s.get("alone_p99_ms"), s.get("storm_p99_ms")
+        s["p99_rise_ms"] = round(b - a, 2) if a is not None and b is not None else None
+    return out
+
+
+def md_storm(d, lines):
+    lines += ["## 9. Login storm (20 logins/s during shape 3's top step)", "",
+              "| server | rate/s per channel | p99 ms alone | p99 ms with logins | rise ms | logins | login p99 ms |",
+              "|---|---|---|---|---|---|---|"]
+    for name, x in d.items():
+        lg = x.get("logins") or {}
+        lines.append(f"| {name} | {x['rate']} | {fmt(x.get('alone_p99_ms'))} | "
+                     f"{fmt(x.get('storm_p99_ms'))} | {fmt(x.get('p99_rise_ms'))} | "
+                     f"{fmt(lg.get('logins'))} ok, {fmt(lg.get('errors'))} failed | "
+                     f"{fmt((lg.get('lat_ms') or {}).get('p99'))} |")
+    lines.append("")
+    for name, x in d.items():
+        r = x.get("p99_rise_ms")
+        lines.append(f"- {name}: p99 rises by less than 5 ms: "
+                     f"{'met' if r is not None and r < 5 else 'NOT met'} ({fmt(r)} ms)")
+    lines.append("")
+
+
 def md_stress(shape, d, lines):
     title = {4: "## 4. Churn (reconnects with Last-Event-ID while publishing)",
              5: "## 5. Slow consumers (1% stop reading)"}[shape]
@@ -154,6 +188,8 @@ def summarize(recs):
             res["6"] = {r["server"]: r["wrk"] for r in rs}
         elif shape == 8:
             res["8"] = rs[0]
+        elif shape == 9:
+            res["9"] = storm(rs)
     for shape, name in NOT_WRITTEN.items():
         if str(shape) not in res and not any(n["shape"] == shape for n in not_run):
             not_run.append({"shape": shape, "server": "all",
@@ -283,6 +319,8 @@ def main(results, facts_path, out_base):
         md_rest(res["6"], lines)
     if "8" in res:
         md_turns(res["8"], facts, lines)
+    if "9" in res:
+        md_storm(res["9"], lines)
     if not_run:
         lines += ["## Not run", ""]
         lines += [f"- shape {n['shape']} ({n['server']}): {n['reason']}" for n in not_run]
