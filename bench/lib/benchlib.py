@@ -74,7 +74,7 @@ def logins(base, credfile, rate, secs):
     """POST /auth/login at RATE per second for SECS (shape 9), each on its
     own thread so a slow answer does not hold the pace back."""
     cred = json.load(open(credfile))
-    times, errors, lock = [], [0], threading.Lock()
+    times, statuses, lock = [], {}, threading.Lock()
 
     def one():
         t0 = time.monotonic()
@@ -84,14 +84,13 @@ def logins(base, credfile, rate, secs):
                              headers={"Content-Type": "application/json"})
             r = api.conn.getresponse()
             r.read()
-            ok = r.status == 200
-        except OSError:
-            ok = False
+            status = str(r.status)
+        except OSError as e:
+            status = type(e).__name__
         with lock:
-            if ok:
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == "200":
                 times.append((time.monotonic() - t0) * 1000)
-            else:
-                errors[0] += 1
 
     threads, start = [], time.monotonic()
     for i in range(int(rate * secs)):
@@ -103,7 +102,8 @@ def logins(base, credfile, rate, secs):
         threads.append(t)
     for t in threads:
         t.join(30)
-    print(json.dumps({"logins": len(times), "errors": errors[0],
+    print(json.dumps({"logins": len(times), "errors": sum(statuses.values()) - len(times),
+                      "statuses": statuses,
                       "lat_ms": {"p50": pct(times, 50), "p99": pct(times, 99)}}))
 
 

@@ -56,13 +56,17 @@ def md_storm(d, lines):
         lg = x.get("logins") or {}
         lines.append(f"| {name} | {x['rate']} | {fmt(x.get('alone_p99_ms'))} | "
                      f"{fmt(x.get('storm_p99_ms'))} | {fmt(x.get('p99_rise_ms'))} | "
-                     f"{fmt(lg.get('logins'))} ok, {fmt(lg.get('errors'))} failed | "
+                     f"{fmt(lg.get('logins'))} ok, {fmt(lg.get('errors'))} failed "
+                     f"({', '.join(f'{k}: {v}' for k, v in sorted((lg.get('statuses') or {}).items()))}) | "
                      f"{fmt((lg.get('lat_ms') or {}).get('p99'))} |")
     lines.append("")
     for name, x in d.items():
         r = x.get("p99_rise_ms")
+        lg = x.get("logins") or {}
         lines.append(f"- {name}: p99 rises by less than 5 ms: "
-                     f"{'met' if r is not None and r < 5 else 'NOT met'} ({fmt(r)} ms)")
+                     f"{'met' if r is not None and r < 5 else 'NOT met'} ({fmt(r)} ms); "
+                     f"logins served: {fmt(lg.get('logins'))} of "
+                     f"{fmt((lg.get('logins') or 0) + (lg.get('errors') or 0))}")
     lines.append("")
 
 
