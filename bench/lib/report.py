@@ -1,0 +1,337 @@
+#!/usr/bin/python3
+"""bench/run's report: results.jsonl + facts.json -> OUT.json and OUT.md.
+
+    report.py RESULTS.jsonl FACTS.json OUT_BASE
+
+Figures per shape and server, ratios corral / baseline, and each target
+met or missed with the measured figure."""
+
+import json
+import sys
+
+CORRALS = ("corral-mem", "corral-redis")
+NOT_WRITTEN = {4: "churn", 5: "slow consumers", 7: "runs", 9: "login storm"}
+
+
+def stress(recs):
+    out = {}
+    for r in recs:
+        sub, pub = r.get("sub") or {}, r.get("pub") or {}
+        out[r["server"]] = {
+            "subscribers": r["subs"] * r["chans"], "rate": r["rate"],
+            "pad": r["pad"], "published": pub.get("published"),
+            "publish_errors": pub.get("errors"),
+            "reconnects": sub.get("reconnects"), "slow": sub.get("slow"),
+            "closed_by_server": sub.get("closed_by_server"),
+            "connect_errors": sub.get("connect_errors"),
+            "gaps": sub.get("gaps"), "dups": sub.get("dups"),
+            "p99_ms": (sub.get("lat_ms") or {}).get("p99"),
+            "rss_before_kb": r["rss_before"]["rss_kb"],
+            "rss_peak_kb": r["rss_peak_kb"],
+            "server_conns_end": r.get("server_conns_end")}
+    return out
+
+
+def storm(recs):
+    out = {}
+    for r in recs:
+        s = out.setdefault(r["server"], {"rate": r["rate"]})
+        sub = r.get("sub") or {}
+        key = "storm" if r.get("storm") else "alone"
+        s[key + "_p99_ms"] = (sub.get("lat_ms") or {}).get("p99")
+        s[key + "_lost"] = lost(sub) if sub else None
+        if r.get("storm"):
+            s["logins"] = r.get("logins")
+    for s in out.values():
+        a, b = s.get("alone_p99_ms"), s.get("storm_p99_ms")
+        s["p99_rise_ms"] = round(b - a, 2) if a is not None and b is not None else None
+    return out
+
+
+def md_storm(d, lines):
+    lines += ["## 9. Login storm (20 logins/s during shape 3's top step)", "",
+              "| server | rate/s per channel | p99 ms alone | p99 ms with logins | rise ms | logins | login p99 ms |",
+              "|---|---|---|---|---|---|---|"]
+    for name, x in d.items():
+        lg = x.get("logins") or {}
+        lines.append(f"| {name} | {x['rate']} | {fmt(x.get('alone_p99_ms'))} | "
+                     f"{fmt(x.get('storm_p99_ms'))} | {fmt(x.get('p99_rise_ms'))} | "
+                     f"{fmt(lg.get('logins'))} ok, {fmt(lg.get('errors'))} failed "
+                     f"({', '.join(f'{k}: {v}' for k, v in sorted((lg.get('statuses') or {}).items()))}) | "
+                     f"{fmt((lg.get('lat_ms') or {}).get('p99'))} |")
+    lines.append("")
+    for name, x in d.items():
+        r = x.get("p99_rise_ms")
+        lg = x.get("logins") or {}
+        lines.append(f"- {name}: p99 rises by less than 5 ms: "
+                     f"{'met' if r is not None and r < 5 else 'NOT met'} ({fmt(r)} ms); "
+                     f"logins served: {fmt(lg.get('logins'))} of "
+                     f"{fmt((lg.get('logins') or 0) + (lg.get('errors') or 0))}")
+    lines.append("")
+
+
+def md_stress(shape, d, lines):
+    title = {4: "## 4. Churn (reconnects with Last-Event-ID while publishing)",
+             5: "## 5. Slow consumers (1% stop reading)"}[shape]
+    lines += [title, "",
+              "| server | subscribers | reconnects | slow | closed by server | open at the end (server) | gaps | dups | p99 ms | RSS before KiB | RSS peak KiB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, x in d.items():
+        lines.append(f"| {name} | {x['subscribers']} | {fmt(x['reconnects'])} | "
+                     f"{fmt(x['slow'])} | {fmt(x['closed_by_server'])} | "
+                     f"{fmt(x['server_conns_end'])} | {fmt(x['gaps'])} | "
+                     f"{fmt(x['dups'])} | {fmt(x['p99_ms'])} | {x['rss_before_kb']} | "
+                     f"{x['rss_peak_kb']} |")
+    lines.append("")
+    for c in CORRALS:
+        if c not in d:
+            continue
+        x = d[c]
+        if shape == 4:
+            met = x["gaps"] == 0 and x["dups"] == 0 and (x["reconnects"] or 0) > 0
+            lines.append(f"- {c}: every resumed stream without gap or duplicate: "
+                         f"{'met' if met else 'NOT met'} ({fmt(x['reconnects'])} "
+                         f"reconnects, {fmt(x['gaps'])} gaps, {fmt(x['dups'])} dups; "
+                         f"the tail of each stream is not checked)")
+        else:
+            dropped = x["server_conns_end"] is not None and x["slow"] \
+                and x["server_conns_end"] <= x["subscribers"] - x["slow"]
+            met = bool(dropped) and x["gaps"] == 0 and x["closed_by_server"] == 0
+            lines.append(f"- {c}: slow readers dropped, the others untouched: "
+                         f"{'met' if met else 'NOT met'} ({fmt(x['server_conns_end'])} "
+                         f"of {x['subscribers']} still open at the end, {fmt(x['slow'])} slow, "
+                         f"{fmt(x['gaps'])} gaps); "
+                         f"RSS {x['rss_before_kb']} → peak {x['rss_peak_kb']} KiB")
+    lines.append("")
+
+
+def lost(sub):
+    return (sub.get("gaps", 0) + sub.get("dups", 0) + sub.get("missing", 0)
+            + sub.get("connect_errors", 0) + sub.get("closed_by_server", 0))
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return round(a / b, 2)
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        v = f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
+    return f"{v}{unit}"
+
+
+def idle(recs):
+    out = {}
+    for r in recs:
+        sub = r.get("sub") or {}
+        n = sub.get("connected") or 0
+        d = {"subscribers": r["subs"], "connected": n,
+             "errors": sub.get("connect_errors"),
+             "closed_by_server": sub.get("closed_by_server"),
+             "heartbeats": sub.get("heartbeats"),
+             "rss_before_kb": r["rss_before"]["rss_kb"],
+             "rss_after_kb": r["rss_after"]["rss_kb"]}
+        if n:
+            d["rss_bytes_per_conn"] = round(
+                (r["rss_after"]["rss_kb"] - r["rss_before"]["rss_kb"]) * 1024 / n)
+            d["private_dirty_bytes_per_conn"] = round(
+                (r["rss_after"]["private_dirty_kb"]
+                 - r["rss_before"]["private_dirty_kb"]) * 1024 / n)
+        out[r["server"]] = d
+    return out
+
+
+def rates(recs, limit):
+    out = {}
+    for r in recs:
+        sub, pub = r.get("sub") or {}, r.get("pub") or {}
+        p99 = (sub.get("lat_ms") or {}).get("p99")
+        ok = bool(sub and pub) and p99 is not None and p99 < limit \
+            and lost(sub) == 0 and pub.get("errors", 1) == 0 \
+            and sub.get("events", 0) > 0 \
+            and (pub.get("rate") or 0) >= 0.95 * r["rate"]
+        s = out.setdefault(r["server"], {"steps": [], "sustainable_rate": 0})
+        s["steps"].append({"rate": r["rate"], "ok": ok,
+                           "p50_ms": (sub.get("lat_ms") or {}).get("p50"),
+                           "p99_ms": p99, "lost": lost(sub) if sub else None,
+                           "events_per_s": sub.get("events_per_s"),
+                           "published": pub.get("published"),
+                           "published_per_s": pub.get("rate"),
+                           "client_cpu_pct": (sub.get("cpu") or {}).get("pct")})
+        if ok and r["rate"] > s["sustainable_rate"]:
+            s["sustainable_rate"] = r["rate"]
+    return out
+
+
+def summarize(recs):
+    by = {}
+    for r in recs:
+        by.setdefault(r["shape"], []).append(r)
+    res, not_run = {}, []
+    for shape, rs in sorted(by.items()):
+        for r in rs:
+            if "not_run" in r:
+                not_run.append({"shape": shape, "server": r["server"],
+                                "reason": r["not_run"]})
+        rs = [r for r in rs if "not_run" not in r]
+        if not rs:
+            continue
+        if shape == 1:
+            res["1"] = idle(rs)
+        elif shape == 2:
+            res["2"] = rates(rs, 100)
+        elif shape == 3:
+            res["3"] = rates(rs, 20)
+        elif shape in (4, 5):
+            res[str(shape)] = stress(rs)
+        elif shape == 6:
+            res["6"] = {r["server"]: r["wrk"] for r in rs}
+        elif shape == 8:
+            res["8"] = rs[0]
+        elif shape == 9:
+            res["9"] = storm(rs)
+    for shape, name in NOT_WRITTEN.items():
+        if str(shape) not in res and not any(n["shape"] == shape for n in not_run):
+            not_run.append({"shape": shape, "server": "all",
+                            "reason": f"{name}: not selected"})
+    return res, not_run
+
+
+def md_idle(d, lines):
+    lines += ["## 1. Idle subscribers", "",
+              "| server | connected | errors | heartbeats | RSS B/conn | Private_Dirty B/conn |",
+              "|---|---|---|---|---|---|"]
+    for name, s in d.items():
+        lines.append(f"| {name} | {s['connected']}/{s['subscribers']} | "
+                     f"{fmt(s['errors'])} (+{fmt(s['closed_by_server'])} closed) | "
+                     f"{fmt(s['heartbeats'])} | {fmt(s.get('rss_bytes_per_conn'))} | "
+                     f"{fmt(s.get('private_dirty_bytes_per_conn'))} |")
+    lines.append("")
+    for c in CORRALS:
+        if c not in d:
+            continue
+        b = d[c].get("rss_bytes_per_conn")
+        for base in ("nchan", "fastapi"):
+            if base in d:
+                lines.append(f"- {c} / {base}, RSS per connection: "
+                             f"{fmt(ratio(b, d[base].get('rss_bytes_per_conn')))}")
+        met = b is not None and b < 1024 and not d[c]["errors"] \
+            and d[c]["connected"] == d[c]["subscribers"]
+        lines.append(f"- {c}: target (< 1024 B per connection, no errors) "
+                     f"{'met' if met else 'NOT met'}: {fmt(b)} B per connection")
+    lines.append("")
+
+
+def md_rates(title, d, limit, lines, target_note):
+    lines += [title, "", "| server | rate/s per channel | published/s per channel | p50 ms | p99 ms | lost | events/s | client CPU % | ok |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in d.items():
+        for st in s["steps"]:
+            lines.append(f"| {name} | {st['rate']} | {fmt(st['published_per_s'])} | "
+                         f"{fmt(st['p50_ms'])} | "
+                         f"{fmt(st['p99_ms'])} | {fmt(st['lost'])} | "
+                         f"{fmt(st['events_per_s'])} | {fmt(st['client_cpu_pct'])} | "
+                         f"{'yes' if st['ok'] else 'NO'} |")
+    lines.append("")
+    for name, s in d.items():
+        lines.append(f"- {name}: highest rate with p99 < {limit} ms, nothing "
+                     f"lost and the rate published: {s['sustainable_rate']} events/s per channel")
+    for c in CORRALS:
+        if c in d and "nchan" in d:
+            r = ratio(d[c]["sustainable_rate"], d["nchan"]["sustainable_rate"])
+            met = r is not None and r >= 1.5
+            top = max(st["rate"] for st in d[c]["steps"] + d["nchan"]["steps"])
+            capped = (" — both passed the highest rate tried, so the range "
+                      "cannot tell them apart"
+                      if d[c]["sustainable_rate"] == d["nchan"]["sustainable_rate"] == top
+                      else "")
+            lines.append(f"- {c} / nchan sustainable rate: {fmt(r)} "
+                         f"(target ≥ 1.5{target_note}: {'met' if met else 'NOT met'}{capped})")
+    lines.append("")
+
+
+def md_rest(d, lines):
+    lines += ["## 6. REST: GET /api/v1/chats", "",
+              "| server | requests/s | p50 ms | p99 ms | errors | non-2xx |",
+              "|---|---|---|---|---|---|"]
+    for name, w in d.items():
+        w = w or {}
+        lat = w.get("lat_ms") or {}
+        lines.append(f"| {name} | {fmt(w.get('rps'))} | {fmt(lat.get('p50'))} | "
+                     f"{fmt(lat.get('p99'))} | {fmt(w.get('errors'))} | {fmt(w.get('non2xx'))} |")
+    lines.append("")
+    c, b = (d.get("corral-mem") or {}), (d.get("fastapi") or {})
+    r = ratio(c.get("rps"), b.get("rps"))
+    lines.append(f"- corral / fastapi requests/s: {fmt(r)} (target ≥ 10: "
+                 f"{'met' if r is not None and r >= 10 else 'NOT met'})")
+    lines.append("")
+
+
+def md_turns(r, facts, lines):
+    t, f = r.get("turns") or {}, r.get("cli_floor") or {}
+    fm, ff = t.get("follow_ms") or {}, f.get("follow_ms") or {}
+    lines += ["## 8. Turn latency (POST .../messages to the first assistant_text_delta)",
+              "", f"CLI {facts.get('cli')}, scripted model with no delay.", "",
+              "| | first turn ms | follow-up p50 ms | follow-up p99 ms | follow-ups |",
+              "|---|---|---|---|---|",
+              f"| corral (memory bus) | {fmt(t.get('first_turn_ms'))} | {fmt(fm.get('p50'))} | "
+              f"{fmt(fm.get('p99'))} | {fmt(t.get('follow_ups'))} |",
+              f"| the CLI alone (stdin line to its first text delta stream_event) | "
+              f"{fmt(f.get('first_turn_ms'))} | {fmt(ff.get('p50'))} | {fmt(ff.get('p99'))} | "
+              f"{fmt(f.get('follow_ups'))} |", ""]
+    p99 = fm.get("p99")
+    lines.append(f"- follow-up first event < 50 ms: "
+                 f"{'met' if p99 is not None and p99 < 50 else 'NOT met'} (p99 {fmt(p99)} ms)")
+    if p99 is not None and ff.get("p50") is not None:
+        over50 = round(fm["p50"] - ff["p50"], 2)
+        over99 = round(p99 - ff["p50"], 2)
+        lines.append(f"- corral's own overhead (corral minus the CLI's floor p50): p50 "
+                     f"{fmt(over50)} ms, p99 {fmt(over99)} ms (target p99 < 5 ms: "
+                     f"{'met' if over99 < 5 else 'NOT met'})")
+    lines.append("")
+
+
+def main(results, facts_path, out_base):
+    recs = [json.loads(line) for line in open(results) if line.strip()]
+    facts = json.load(open(facts_path))
+    res, not_run = summarize(recs)
+    doc = {"facts": facts, "summary": res, "not_run": not_run, "records": recs}
+    with open(out_base + ".json", "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    lines = [f"# corral benchmark {facts['started']}{' (quick)' if facts['quick'] else ''}",
+             "", f"{facts['cores']} cores ({facts['cpu']}), kernel {facts['kernel']}, "
+             f"corral {facts['corral']}, nginx {facts['nginx']} + nchan {facts['nchan']}, "
+             f"FastAPI {facts['fastapi']}, uvicorn {facts['uvicorn']}, "
+             f"PostgreSQL {facts['postgresql']}, Redis {facts['redis']}, CLI {facts['cli']}. "
+             f"Server on core 0, load on core 1: {'yes' if facts['pinned'] else 'no'}. "
+             f"Run took {facts['elapsed_s']} s.", ""]
+    if "1" in res:
+        md_idle(res["1"], lines)
+    if "2" in res:
+        md_rates("## 2. Hot chat (1 channel)", res["2"], 100, lines, "")
+    if "3" in res:
+        md_rates("## 3. Many chats", res["3"], 20, lines, "")
+    for shape in (4, 5):
+        if str(shape) in res:
+            md_stress(shape, res[str(shape)], lines)
+    if "6" in res:
+        md_rest(res["6"], lines)
+    if "8" in res:
+        md_turns(res["8"], facts, lines)
+    if "9" in res:
+        md_storm(res["9"], lines)
+    if not_run:
+        lines += ["## Not run", ""]
+        lines += [f"- shape {n['shape']} ({n['server']}): {n['reason']}" for n in not_run]
+        lines.append("")
+    with open(out_base + ".md", "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
