@@ -12,8 +12,9 @@
 
 #include "corral/bus.h"
 
-#define BUS_RING_MAX 1024          /* memory: recent durable events kept */
-#define BUS_RING_BYTES (1u << 20)  /* ... and at most this many bytes */
+#define BUS_RING_MAX 256           /* memory: recent durable events kept */
+#define BUS_RING_BYTES (256u << 10) /* ... and at most this many bytes: a
+                                     * thousand busy chats hold 256 MiB */
 #define BUS_PAGE 500               /* replay page (log rows, XRANGE count) */
 #define BUS_STEP_EVENTS 256        /* replayed per subscriber per turn */
 #define BUS_BATCH_BYTES (4u << 20) /* group commit payload cap */
