@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "corral/auth_cache.h"
 #include "corral/base64.h"
 #include "corral/bus.h"
 #include "corral/chats.h"
@@ -363,6 +364,7 @@ static void server_close(struct server *srv)
     http_server_free(srv->http);
     ratelimit_free(srv->rl_ip);
     ratelimit_free(srv->rl_account);
+    auth_cache_free(srv->auth_cache);
     metrics_free(srv->metrics);
     crypto_zero(srv->jwt_key, sizeof(srv->jwt_key));
     crypto_zero(srv->secret_key, sizeof(srv->secret_key));
@@ -387,6 +389,7 @@ static int serve(const struct config *cfg)
         goto out;
     srv.hasher = hasher_new(srv.base, cfg->pbkdf2_cpu_share,
                             cfg->hash_queue_max);
+    srv.auth_cache = auth_cache_new(cfg->auth_cache_ttl_ms);
     srv.rl_ip = ratelimit_new(cfg->rate_auth_ip_per_min, RATELIMIT_KEYS);
     srv.rl_account = ratelimit_new(cfg->rate_auth_account_per_min,
                                    RATELIMIT_KEYS);

@@ -71,6 +71,7 @@ struct config {
     int turn_timeout_ms;      /* STREAMING phase timeout */
     int sandbox_prepare_timeout_ms;
     int permission_timeout_s; /* an unanswered request is denied */
+    int auth_cache_ttl_ms;    /* a checked credential is trusted this long */
     int max_queued_messages;  /* per chat */
     /* sandboxes (local provider) */
     int sandbox_mem_mb;       /* RLIMIT_AS of sandbox processes */

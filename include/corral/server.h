@@ -35,6 +35,7 @@ struct server {
     struct chats *chats;          /* live chats: runs, CLIs, sandboxes */
     struct metrics *metrics;
     struct hasher *hasher;        /* sliced password hashing */
+    struct auth_cache *auth_cache; /* credentials already checked */
     struct ratelimit *rl_ip;      /* auth endpoints, per client IP */
     struct ratelimit *rl_account; /* login attempts, per email */
     uint8_t jwt_key[SERVER_KEY_LEN];

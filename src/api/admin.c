@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "corral/api.h"
+#include "corral/auth_cache.h"
 #include "corral/bus.h"
 #include "corral/ids.h"
 #include "corral/mem.h"
@@ -211,13 +212,14 @@ void api_admin_users_list(struct req *r)
     store_admin_users_list(r->srv->pg, cursor, limit, on_users_listed, r);
 }
 
-/* A disabled user's tokens already fail (the middleware reads the row on
- * every request); their open streams end here, at once. */
+/* The change applies from the next request: the auth cache forgets what
+ * it knew; a disabled user's open streams end here, at once. */
 static void on_user_patched(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
     if (!req_store_row(r, reply, "user"))
         return;
+    auth_cache_clear(r->srv->auth_cache);
     if (strcmp(pg_val(reply->res, 0, AU_DISABLED), "t") == 0 && r->srv->bus)
         sse_end_user(bus_sse_hub(r->srv->bus),
                      pg_val(reply->res, 0, AU_ID), "user_disabled",

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "corral/api.h"
+#include "corral/auth_cache.h"
 #include "corral/base64.h"
 #include "corral/crypto.h"
 #include "corral/ids.h"
@@ -744,7 +745,9 @@ void api_keys_list(struct req *r)
 
 static void on_key_deleted(void *arg, const struct pg_reply *reply)
 {
-    req_reply_deleted(arg, reply, "API key");
+    struct req *r = arg;
+    auth_cache_clear(r->srv->auth_cache); /* the key stops working now */
+    req_reply_deleted(r, reply, "API key");
 }
 
 void api_keys_delete(struct req *r)

@@ -102,6 +102,8 @@ static const struct opt opts[] = {
      100, 600000, false},
     {"turn_timeout_ms", OPT_INT, F(turn_timeout_ms), "1800000", 100,
      86400000, false},
+    {"auth_cache_ttl_ms", OPT_INT, F(auth_cache_ttl_ms), "5000", 0,
+     3600000, false},
     {"permission_timeout_s", OPT_INT, F(permission_timeout_s), "300", 1,
      86400, false},
     {"sandbox_prepare_timeout_ms", OPT_INT, F(sandbox_prepare_timeout_ms),

@@ -5,6 +5,7 @@ import base64
 import concurrent.futures
 import datetime
 import json
+import time
 
 import pytest
 
@@ -191,27 +192,48 @@ def test_login_validation(server):
                    422, "validation_failed")
 
 
-def test_disabled_user(server):
-    user = register(server)
-    key = server.post("/auth/api-keys", json={"name": "k"},
-                      token=user.access).json()["key"]
-    server.db.query("UPDATE users SET disabled = true WHERE id = %s",
-                    (user.id,))
-    try:
-        assert_problem(login(server, user.email, user.password), 401,
-                       "user_disabled")
-        # Existing credentials are cut off at once.
-        assert_problem(server.get("/auth/me", token=user.access), 401,
-                       "user_disabled")
-        assert_problem(server.get("/auth/me", token=key), 401,
-                       "user_disabled")
-        r = server.post("/auth/refresh", json={"refresh_token": user.refresh})
-        assert r.status_code == 401, r.text
-    finally:
-        server.db.query("UPDATE users SET disabled = false WHERE id = %s",
-                        (user.id,))
-    assert login(server, user.email, user.password).status_code == 200
-    assert server.get("/auth/me", token=key).status_code == 200
+def test_disabled_user(make_server):
+    srv = make_server()
+    admin = register(srv)  # the first user
+    user = register(srv)
+    key = srv.post("/auth/api-keys", json={"name": "k"},
+                   token=user.access).json()["key"]
+    # Both credentials are checked once, so the auth cache knows them.
+    assert srv.get("/auth/me", token=user.access).status_code == 200
+    assert srv.get("/auth/me", token=key).status_code == 200
+
+    def set_disabled(flag):
+        r = srv.request("PATCH", f"/admin/users/{user.id}",
+                        json={"disabled": flag}, token=admin.access)
+        assert r.status_code == 200, r.text
+
+    set_disabled(True)
+    assert_problem(login(srv, user.email, user.password), 401,
+                   "user_disabled")
+    # Existing credentials are cut off at once.
+    assert_problem(srv.get("/auth/me", token=user.access), 401,
+                   "user_disabled")
+    assert_problem(srv.get("/auth/me", token=key), 401, "user_disabled")
+    r = srv.post("/auth/refresh", json={"refresh_token": user.refresh})
+    assert r.status_code == 401, r.text
+    set_disabled(False)
+    assert login(srv, user.email, user.password).status_code == 200
+    assert srv.get("/auth/me", token=key).status_code == 200
+
+
+def test_status_changed_in_the_database_applies_within_the_cache_ttl(
+        make_server):
+    srv = make_server(env={"CORRAL_AUTH_CACHE_TTL_MS": "300"})
+    user = register(srv)
+    assert srv.get("/auth/me", token=user.access).status_code == 200
+    srv.db.query("UPDATE users SET disabled = true WHERE id = %s",
+                 (user.id,))
+    deadline = time.time() + 5
+    while srv.get("/auth/me", token=user.access).status_code == 200:
+        assert time.time() < deadline, "still accepted after the TTL"
+        time.sleep(0.05)
+    assert_problem(srv.get("/auth/me", token=user.access), 401,
+                   "user_disabled")
 
 
 # --------------------------------------------------------------- refresh
