@@ -46,6 +46,11 @@ struct child *child_start(struct event_base *base,
 void child_kill(struct child *c);
 /* Shutdown: kills and reaps it now and calls done before returning. */
 void child_finish_now(struct child *c);
+/* The path of one of corral's helper binaries (realpath, free()d by the
+ * caller): configured when set (NULL if it is not executable), else
+ * beside corrald, in sandbox/ below it (the build tree) or in ../libexec
+ * (an install). NULL when none is found. */
+char *child_find_helper(const char *configured, const char *name);
 /* Its process id (logs). */
 int child_pid(const struct child *c);
 

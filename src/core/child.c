@@ -2,8 +2,10 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -218,6 +220,30 @@ void child_finish_now(struct child *c)
         reap(c, 0); /* SIGKILLed: returns at once */
     close_output(c);
     settle(c);
+}
+
+char *child_find_helper(const char *configured, const char *name)
+{
+    if (configured && configured[0])
+        return access(configured, X_OK) == 0 ? realpath(configured, NULL)
+                                             : NULL;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    static const char *const rel[] = {"", "/sandbox", "/../libexec"};
+    for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof(path), "%s%s/%s", exe, rel[i], name);
+        if (access(path, X_OK) == 0)
+            return realpath(path, NULL);
+    }
+    return NULL;
 }
 
 int child_pid(const struct child *c)

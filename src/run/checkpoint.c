@@ -45,33 +45,6 @@ struct ckpt_job {
 
 /* ---- the helper as a child process ---- */
 
-/* snapshot_path, else beside corrald, in src/sandbox/ of the build tree,
- * or in ../libexec (like the sandbox init). NULL when not found. */
-static char *find_helper(const struct config *cfg)
-{
-    if (cfg->snapshot_path && cfg->snapshot_path[0])
-        return access(cfg->snapshot_path, X_OK) == 0
-                   ? realpath(cfg->snapshot_path, NULL)
-                   : NULL;
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
-        return NULL;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return NULL;
-    *slash = '\0';
-    static const char *const rel[] = {"", "/sandbox", "/../libexec"};
-    for (size_t i = 0; i < ARRAY_SIZE(rel); i++) {
-        char path[PATH_MAX + 64];
-        snprintf(path, sizeof(path), "%s%s/" SNAPSHOT_NAME, exe, rel[i]);
-        if (access(path, X_OK) == 0)
-            return realpath(path, NULL);
-    }
-    return NULL;
-}
-
 static void job_unlink(struct ckpt_job *j)
 {
     struct ckpt_job **pp = &j->reg->jobs;
@@ -129,7 +102,7 @@ static struct ckpt_job *job_start(struct chats *c, const char *const *args,
                                   const char **err)
 {
     struct server *srv = c->srv;
-    char *helper = find_helper(srv->cfg);
+    char *helper = child_find_helper(srv->cfg->snapshot_path, SNAPSHOT_NAME);
     if (!helper) {
         *err = SNAPSHOT_NAME " was not found (set snapshot_path)";
         return NULL;

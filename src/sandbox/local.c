@@ -43,6 +43,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "corral/child.h"
 #include "corral/ids.h"
 #include "corral/log.h"
 #include "corral/mem.h"
@@ -922,43 +923,12 @@ static const char *local_make_dirs(struct sandbox *sb)
     return NULL;
 }
 
-/* The init binary: sandbox_init_path, else next to the running binary:
- * <dir>/corral-sandbox-init (installed side by side),
- * <dir>/sandbox/corral-sandbox-init (the build tree: build/src/corrald and
- * build/src/sandbox/corral-sandbox-init), <dir>/../libexec/ (meson
- * install puts it in libexecdir). The resolved path, or NULL. */
-static char *local_find_init(const struct config *cfg)
-{
-    if (cfg->sandbox_init_path && cfg->sandbox_init_path[0]) {
-        if (access(cfg->sandbox_init_path, X_OK) < 0)
-            return NULL;
-        return realpath(cfg->sandbox_init_path, NULL);
-    }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
-        return NULL;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return NULL;
-    *slash = '\0';
-    static const char *const rel[] = {
-        "", "/sandbox", "/../libexec",
-    };
-    for (size_t i = 0; i < ARRAY_SIZE(rel); i++) {
-        char *c = local_fmt("%s%s/" LOCAL_INIT_NAME, exe, rel[i]);
-        char *real = access(c, X_OK) == 0 ? realpath(c, NULL) : NULL;
-        free(c);
-        if (real)
-            return real;
-    }
-    return NULL;
-}
-
+/* The init binary: sandbox_init_path, else beside corrald, in the build
+ * tree or in libexecdir (child_find_helper). */
 static const char *local_find_tools(struct sandbox *sb)
 {
-    sb->init_path = local_find_init(sb->srv->cfg);
+    sb->init_path = child_find_helper(sb->srv->cfg->sandbox_init_path,
+                                      LOCAL_INIT_NAME);
     if (!sb->init_path) {
         log_error("sandbox: %s not found (set sandbox_init_path)",
                   LOCAL_INIT_NAME);
