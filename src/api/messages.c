@@ -48,6 +48,22 @@ static void send_state_free(struct send_state *s)
     buf_deinit(&s->answer);
 }
 
+/* For a send's store callback: true when reply is usable; else the send
+ * is freed and answered (503/500 for a failed query; 404 `no such
+ * <what>` unless exactly one row came, when what is not NULL). */
+static bool send_reply_ok(struct req *r, const struct pg_reply *reply,
+                          const char *what)
+{
+    if (reply->status == PG_OK && (!what || PQntuples(reply->res) == 1))
+        return true;
+    send_state_free(r->state);
+    if (reply->status != PG_OK)
+        req_store_error(r, reply->status, reply->errmsg);
+    else
+        req_problem(r, 404, "not_found", "no such %s", what);
+    return false;
+}
+
 static bool valid_model(const char *m)
 {
     size_t n = strlen(m);
@@ -119,16 +135,8 @@ static void on_stored(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
     struct send_state *s = r->state;
-    if (reply->status != PG_OK) {
-        send_state_free(s);
-        req_store_error(r, reply->status, reply->errmsg);
+    if (!send_reply_ok(r, reply, "chat"))
         return;
-    }
-    if (PQntuples(reply->res) != 1) {
-        send_state_free(s);
-        req_problem(r, 404, "not_found", "no such chat");
-        return;
-    }
     buf_puts(&s->answer, "{\"message\":");
     buf_puts(&s->answer, pg_val(reply->res, 0, 0));
     buf_puts(&s->answer, ",\"reply\":");
@@ -185,14 +193,8 @@ static void on_attachments(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
     struct send_state *s = r->state;
-    if (reply->status != PG_OK || PQntuples(reply->res) != 1) {
-        send_state_free(s);
-        if (reply->status != PG_OK)
-            req_store_error(r, reply->status, reply->errmsg);
-        else
-            req_problem(r, 404, "not_found", "no such chat");
+    if (!send_reply_ok(r, reply, "chat"))
         return;
-    }
     const char *found = pg_val(reply->res, 0, 0);
     int missing = first_missing(s, found);
     if (missing >= 0) {
@@ -236,11 +238,8 @@ static void on_budget(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
     struct send_state *s = r->state;
-    if (reply->status != PG_OK) {
-        send_state_free(s);
-        req_store_error(r, reply->status, reply->errmsg);
+    if (!send_reply_ok(r, reply, NULL))
         return;
-    }
     const char *limit = pg_val(reply->res, 0, BUDGET_LIMIT);
     const char *spent = pg_val(reply->res, 0, BUDGET_SPENT);
     /* Both are exact decimals with at most 6 places and well under 2^53
@@ -450,16 +449,8 @@ static void on_retry_source(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
     struct send_state *s = r->state;
-    if (reply->status != PG_OK) {
-        send_state_free(s);
-        req_store_error(r, reply->status, reply->errmsg);
+    if (!send_reply_ok(r, reply, "reply"))
         return;
-    }
-    if (PQntuples(reply->res) != 1) {
-        send_state_free(s);
-        req_problem(r, 404, "not_found", "no such reply");
-        return;
-    }
     const char *status = pg_val(reply->res, 0, 4);
     if (strcmp(status, "failed") != 0 && strcmp(status, "cancelled") != 0) {
         send_state_free(s);
