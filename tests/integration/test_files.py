@@ -350,3 +350,47 @@ def test_traversal_refused(files_srv, tmp_path):
     r = srv.get(f"{base}/files", token=tok)
     assert {i["name"]: i["type"] for i in r.json()["items"]}["link_etc"] \
         == "symlink"
+
+
+def head_raw(srv, path, token):
+    """A HEAD request on its own connection, read to the close: returns the
+    header block and whatever came after it."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        s.sendall(f"HEAD /api/v1{path} HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {token}\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        data = b""
+        while got := s.recv(65536):
+            data += got
+    finally:
+        s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head.decode(), rest
+
+
+def test_head_sends_headers_only(files_srv):
+    """HEAD answers what GET would, without a body: JSON routes, streamed
+    downloads and the streamed archive."""
+    srv = files_srv
+    user = register(srv)
+    chat = new_chat(srv, user)
+    base = f"/chats/{chat}"
+    data = b"z" * 70000
+    r = srv.request("PUT", f"{base}/files/content", token=user.access,
+                    params={"path": "z.bin"}, data=data)
+    assert r.status_code == 204, r.text
+    got = srv.get(f"/chats/{chat}", token=user.access)
+    head, rest = head_raw(srv, f"/chats/{chat}", user.access)
+    assert head.startswith("HTTP/1.1 200") and rest == b""
+    assert f"content-length: {len(got.content)}" in head.lower()
+    head, rest = head_raw(srv, f"{base}/files/content?path=z.bin",
+                          user.access)
+    assert head.startswith("HTTP/1.1 200") and rest == b""
+    assert f"content-length: {len(data)}" in head.lower()
+    head, rest = head_raw(srv, f"{base}/files/archive", user.access)
+    assert head.startswith("HTTP/1.1 200") and rest == b""
+    # The server is still serving, and the file is intact.
+    r = srv.get(f"{base}/files/content", token=user.access,
+                params={"path": "z.bin"})
+    assert r.status_code == 200 and r.content == data
