@@ -438,6 +438,18 @@ static bool parse_json_body(struct req *r)
     return true;
 }
 
+static void parse_body_then_run(struct req *r)
+{
+    unsigned f = r->route->flags;
+    if ((f & ROUTE_JSON_OPTIONAL) && r->body.len == 0) {
+        json_parse("{}", 2, NULL, &r->json, NULL); /* an empty body: {} */
+    } else if ((f & (ROUTE_JSON_BODY | ROUTE_JSON_OPTIONAL)) &&
+               !parse_json_body(r)) {
+        return;
+    }
+    run_handler(r);
+}
+
 static void dispatch(struct req *r)
 {
     struct route_params *params = &r->params;
@@ -456,17 +468,12 @@ static void dispatch(struct req *r)
         req_problem(r, 405, "method_not_allowed", "use one of: %s", allow);
         return;
     }
-    unsigned f = r->route->flags;
-    if ((f & ROUTE_JSON_OPTIONAL) && r->body.len == 0) {
-        json_parse("{}", 2, NULL, &r->json, NULL); /* an empty body: {} */
-    } else if ((f & (ROUTE_JSON_BODY | ROUTE_JSON_OPTIONAL)) &&
-               !parse_json_body(r)) {
-        return;
-    }
+    /* Authentication comes first: a stranger gets 401 whatever the body,
+     * and no parsing work is spent on them. */
     if (r->route->flags & (ROUTE_AUTH | ROUTE_ADMIN))
-        auth_authenticate(r, run_handler);
+        auth_authenticate(r, parse_body_then_run);
     else
-        run_handler(r);
+        parse_body_then_run(r);
 }
 
 /* CORS: answers preflights and marks responses for allowed origins. */
