@@ -394,3 +394,26 @@ def test_head_sends_headers_only(files_srv):
     r = srv.get(f"{base}/files/content", token=user.access,
                 params={"path": "z.bin"})
     assert r.status_code == 200 and r.content == data
+
+
+def test_deleting_a_chat_collects_its_blobs(files_srv):
+    """A deleted chat's attachments go with it; a blob another chat still
+    uses stays."""
+    srv = files_srv
+    user = register(srv)
+    one, two = new_chat(srv, user), new_chat(srv, user)
+    shared, own = os.urandom(2048), os.urandom(2048)
+    for chat, data in [(one, shared), (two, shared), (one, own)]:
+        r = upload(srv, user, chat, data, ctype="application/octet-stream")
+        assert r.status_code == 201, r.text
+    names = {hashlib.sha256(d).hexdigest() for d in (shared, own)}
+    assert names <= {os.path.basename(p) for p in blobs(srv)}
+    r = srv.delete(f"/chats/{one}", token=user.access)
+    assert r.status_code == 204, r.text
+    left = {os.path.basename(p) for p in blobs(srv)}
+    assert hashlib.sha256(shared).hexdigest() in left
+    assert hashlib.sha256(own).hexdigest() not in left
+    assert srv.db.scalar("SELECT count(*) FROM attachments WHERE chat_id"
+                         " = %s", (one,)) == 0
+    r = srv.get(f"/chats/{two}/attachments", token=user.access)
+    assert len(r.json()["items"]) == 1
