@@ -18,6 +18,7 @@
 #include "corral/store_runs.h"
 #include "attach.h"
 #include "budget.h"
+#include "cli_slots.h"
 #include "lifecycle.h"
 #include "perm.h"
 #include "turn.h"
@@ -449,6 +450,8 @@ static void rt_kick(struct chat_rt *rt)
         turn_idle_check(rt);
         return;
     }
+    if (!cli_slot_acquire(rt))
+        return; /* QUEUED until a CLI slot is free (cli_max_live) */
     struct run *run = rt->q_head;
     rt->q_head = run->next;
     if (!rt->q_head)
@@ -582,6 +585,7 @@ void chat_rt_release_idle(struct chat_rt *rt)
         rt->restoring || sandbox_hold(rt))
         return;
     sandbox_on_release(rt);
+    cli_slot_forget(rt);
     if (rt->gw)
         gateway_close(rt->gw);
     if (rt->sb)
@@ -681,6 +685,7 @@ struct chats *chats_new(struct server *srv)
     struct chats *c = xcalloc(1, sizeof(*c));
     c->srv = srv;
     resolve_cli(c);
+    cli_slots_init(c);
     sandbox_lifecycle_start(c);
     return c;
 }
@@ -725,6 +730,7 @@ void chats_free(struct chats *c)
         free(rt);
     }
     sandbox_lifecycle_free(c);
+    cli_slots_free(c);
     free(c->cli_real);
     free(c->cli_dir);
     free(c);

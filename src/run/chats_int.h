@@ -101,6 +101,23 @@ struct chat_rt {
     bool quota_over;           /* the last measurement */
     int64_t quota_used;
     int64_t quota_at_ms;       /* its monotonic time; 0: none */
+    /* the cap on live CLIs (cli_slots.c) */
+    bool slot_held;
+    bool slot_waiting;
+    bool slot_evicting;        /* its idle CLI is closing for a waiter */
+    struct chat_rt *slot_next; /* the wait list */
+    uint64_t cli_used_us;      /* a run last started (LRU) */
+};
+
+/* The cap on live CLIs (cli_slots.c). */
+struct cli_slots {
+    int max;                   /* cli_max_live */
+    int held;                  /* chats holding a slot */
+    int waiting;               /* chats on the wait list */
+    int evicting;              /* idle CLIs closing for waiters */
+    uint64_t evictions;
+    struct chat_rt *waiters;   /* in arrival order, via slot_next */
+    struct event *kick;        /* starts waiters on a fresh loop turn */
 };
 
 struct chats {
@@ -113,6 +130,7 @@ struct chats {
     struct sb_writer *sb_writers; /* sandbox states being stored */
     int64_t sb_counts[5];      /* chats by stored sandbox state */
     struct du_job *du_jobs;    /* quota measurements in flight */
+    struct cli_slots slots;
 };
 
 /* The corral_runs{phase} gauge (part of chats_render_metrics). */

@@ -24,6 +24,7 @@
 #include "corral/sandbox.h"
 #include "corral/server.h"
 #include "corral/store_sandbox.h"
+#include "cli_slots.h"
 #include "lifecycle.h"
 #include "turn.h"
 
@@ -226,4 +227,5 @@ void chats_render_metrics(struct chats *c, struct buf *out)
                    sb_states[i],
                    (long long)(c->sb_counts[i] > 0 ? c->sb_counts[i] : 0));
     runs_render_metrics(c, out);
+    cli_slots_render_metrics(c, out);
 }

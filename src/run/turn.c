@@ -19,6 +19,7 @@
 #include "corral/server.h"
 #include "attach.h"
 #include "budget.h"
+#include "cli_slots.h"
 #include "lifecycle.h"
 #include "perm.h"
 #include "turn.h"
@@ -542,6 +543,8 @@ void turn_idle_check(struct chat_rt *rt)
     if (idle) {
         struct timeval tv = {srv->cfg->cli_idle_timeout_s, 0};
         evtimer_add(rt->idle_timer, &tv);
+        cli_slots_idle(rt);
     }
+    cli_slot_maybe_release(rt);
     sandbox_idle_check(rt);
 }
