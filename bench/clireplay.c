@@ -14,11 +14,16 @@
  *   stream measures CLI line -> SSE latency (ssebench --t-key 't_ns=');
  * - the recorded session id is replaced by the one of --session-id= or
  *   --resume=, as the CLI reports its own;
- * - it stays alive for further turns until stdin closes (a warm CLI).
+ * - it stays alive for further turns until stdin closes (a warm CLI);
+ * - with <argv[0]>.cpus (a comma list of CPU numbers) it moves itself to
+ *   those CPUs: corrald's children inherit the server's pinned core, and
+ *   2,000 replayers there would measure the CPU they share, not corral
+ *   (bench/run puts them on the load core).
  *
  * One process per run and 2,000 at once: plain blocking stdio, the
  * recording held once (tens of KiB), nothing else. */
 #include <errno.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -246,6 +251,31 @@ static const char *session_arg(int argc, char **argv)
     return NULL;
 }
 
+static void pin(const char *base)
+{
+    char path[4096], list[256];
+    snprintf(path, sizeof(path), "%s.cpus", base);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    size_t n = fread(list, 1, sizeof(list) - 1, f);
+    fclose(f);
+    list[n] = '\0';
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (char *p = list, *end; *p; p = end) {
+        long cpu = strtol(p, &end, 10);
+        if (end == p) {
+            end = p + 1;
+            continue;
+        }
+        if (cpu >= 0 && cpu < CPU_SETSIZE)
+            CPU_SET((int)cpu, &set);
+    }
+    if (CPU_COUNT(&set) > 0)
+        sched_setaffinity(0, sizeof(set), &set);
+}
+
 int main(int argc, char **argv)
 {
     char path[4096];
@@ -254,6 +284,7 @@ int main(int argc, char **argv)
         die("argv[0] too long");
     const char *pace = getenv("CLIREPLAY_LINE_US");
     line_us = pace ? strtol(pace, NULL, 10) : 0;
+    pin(argv[0]);
     load(path, session_arg(argc, argv));
     char *req = NULL;
     size_t cap = 0, next = 0;
