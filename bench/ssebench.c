@@ -112,6 +112,10 @@ static struct {
     enum seq_mode seq;
     bool resume;
     int64_t expect;
+    const char *t_key;       /* the timestamp's key in the data */
+    const char *done_match, *failed_match; /* runs ending (shape 7) */
+    int64_t done_target;
+    uint64_t done, failed, done_first_ns, done_last_ns;
 
     struct sub *q_head, *q_tail;
     double tokens, churn_tokens;
@@ -220,6 +224,19 @@ static void check_seq(struct sub *s, int64_t seq)
     s->last = seq;
 }
 
+/* Shape 7: runs that ended, from the events --done / --failed match. */
+static void count_done(const struct sse_event *ev)
+{
+    if (B.done_match && strstr(ev->data, B.done_match)) {
+        B.done++;
+        if (!B.done_first_ns)
+            B.done_first_ns = B.recv_ns;
+        B.done_last_ns = B.recv_ns;
+    } else if (B.failed_match && strstr(ev->data, B.failed_match)) {
+        B.failed++;
+    }
+}
+
 static void on_event(void *arg, const struct sse_event *ev)
 {
     struct sub *s = arg;
@@ -234,7 +251,8 @@ static void on_event(void *arg, const struct sse_event *ev)
     B.events++;
     if (B.measuring)
         B.events_measured++;
-    if (json_int_after(ev->data, "\"t_ns\":", &v)) {
+    count_done(ev);
+    if (json_int_after(ev->data, B.t_key, &v)) {
         uint64_t t = (uint64_t)v;
         h_add(&B.lat, B.recv_ns > t ? (B.recv_ns - t) / 1000 : 0);
     }
@@ -449,6 +467,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         B.tokens = B.connect_rate * 0.01 + 1;
     if (B.measuring && B.churn > 0)
         churn_some(dt);
+    if (B.done_target > 0 && B.done + B.failed >= (uint64_t)B.done_target)
+        event_base_loopexit(B.base, NULL);
     if (B.measuring && now >= B.t_end_due &&
         (expect_met() || now >= B.t_end_due + EXPECT_GRACE_NS))
         event_base_loopexit(B.base, NULL);
@@ -488,14 +508,17 @@ static void report(void)
            "\"p99\": %.3f, \"max\": %.3f}, \"connect_ms\": {\"p50\": %.3f, "
            "\"p99\": %.3f}, \"heartbeats\": %" PRIu64 ", \"cpu\": "
            "{\"user_s\": %.3f, \"sys_s\": %.3f, \"pct\": %.1f}, "
-           "\"slow\": %d}\n",
+           "\"slow\": %d, \"done\": %" PRIu64 ", \"failed\": %" PRIu64
+           ", \"done_first_t_ns\": %" PRIu64 ", \"done_last_t_ns\": %" PRIu64
+           "}\n",
            B.nsubs, B.connected, B.connect_errors, B.closed_by_server,
            B.reconnects, B.events,
            window > 0 ? (double)B.events_measured / window : 0.0, B.gaps,
            B.dups, missing, h_pct_ms(&B.lat, 0.5), h_pct_ms(&B.lat, 0.9),
            h_pct_ms(&B.lat, 0.99), (double)B.lat.max_us / 1000.0,
            h_pct_ms(&B.conn, 0.5), h_pct_ms(&B.conn, 0.99), B.heartbeats,
-           user, sys, wall > 0 ? (user + sys) / wall * 100 : 0.0, B.nslow);
+           user, sys, wall > 0 ? (user + sys) / wall * 100 : 0.0, B.nslow,
+           B.done, B.failed, B.done_first_ns, B.done_last_ns);
     fflush(stdout);
 }
 
@@ -507,7 +530,8 @@ static void usage(void)
             "usage: ssebench --url TEMPLATE --channels FILE --subs N\n"
             "  [--header 'Name: value']... [--sources IP,IP...]\n"
             "  [--connect-rate R] [--duration S] [--seq id|data] [--resume]\n"
-            "  [--churn R] [--slow F] [--expect N]\n");
+            "  [--churn R] [--slow F] [--expect N] [--t-key KEY]\n"
+            "  [--done SUBSTR] [--failed SUBSTR] [--done-target N]\n");
     exit(2);
 }
 
@@ -541,11 +565,14 @@ static void parse_args(int argc, char **argv, const char **url,
         {"duration", 1, 0, 'd'}, {"seq", 1, 0, 'q'},
         {"resume", 0, 0, 'R'},  {"churn", 1, 0, 'C'},
         {"slow", 1, 0, 'S'},    {"expect", 1, 0, 'e'},
+        {"t-key", 1, 0, 'k'},   {"done", 1, 0, 'D'},
+        {"failed", 1, 0, 'F'},  {"done-target", 1, 0, 'T'},
         {0, 0, 0, 0}};
     int c;
     B.connect_rate = 2000;
     B.duration = 10;
     B.expect = -1;
+    B.t_key = "\"t_ns\":";
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'u': *url = optarg; break;
@@ -567,6 +594,10 @@ static void parse_args(int argc, char **argv, const char **url,
         case 'C': B.churn = bench_num_arg("churn", optarg, 0); break;
         case 'S': B.slow = bench_num_arg("slow", optarg, 0); break;
         case 'e': B.expect = (int64_t)bench_num_arg("expect", optarg, 0); break;
+        case 'k': B.t_key = optarg; break;
+        case 'D': B.done_match = optarg; break;
+        case 'F': B.failed_match = optarg; break;
+        case 'T': B.done_target = (int64_t)bench_num_arg("done-target", optarg, 1); break;
         default: usage();
         }
     }

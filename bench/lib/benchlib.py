@@ -6,6 +6,9 @@
     benchlib.py cli-floor CLI MODEL_URL N       -> the CLI's own floor JSON
     benchlib.py logins BASE CREDFILE RATE SECS  -> login storm JSON (shape 9)
     benchlib.py rss PID...                      -> {"rss_kb", "private_dirty_kb"}
+    benchlib.py record CLI MODEL_URL TURNS OUT  -> the CLI's stream-json (shape 7)
+    benchlib.py post BASE KEY CHANFILE TURNS CONNS -> posts shape 7's messages
+    benchlib.py probe BASE PID                  -> /healthz and loop lag JSON
 
 bench/run calls these; they are not meant to be used alone."""
 
@@ -266,6 +269,181 @@ def cli_floor(cli, model_url, n):
                                     "p99": pct(follow, 99)}}))
 
 
+def record(cli, model_url, nturns, out):
+    """Records the real CLI's stdout the way corral drives it (DESIGN.md §5
+    argv, the initialize control request, stream-json user lines): one
+    {"dir": "in"|"out", "line": ...} object a line, in order, for bench's
+    clireplay (bench/fixtures/README.md)."""
+    home = os.environ.get("BENCH_CLI_HOME", "/tmp")
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
+           "TERM": "dumb", "ANTHROPIC_BASE_URL": model_url,
+           "ANTHROPIC_API_KEY": "sk-ant-corral-placeholder",
+           "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+           "CLAUDE_CODE_MAX_RETRIES": "0"}
+    p = subprocess.Popen(
+        [cli, "-p", "--output-format", "stream-json", "--verbose",
+         "--input-format", "stream-json", "--permission-prompt-tool", "stdio",
+         "--include-partial-messages", "--model", "claude-sonnet-4-5",
+         "--permission-mode", "default",
+         "--session-id=" + str(uuid.uuid4())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, env=env, cwd=home)
+    log, buf = [], b""
+
+    def send(obj):
+        log.append({"dir": "in", "line": obj})
+        p.stdin.write((json.dumps(obj) + "\n").encode())
+        p.stdin.flush()
+
+    def read_until(pred, timeout=60):
+        nonlocal buf
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                log.append({"dir": "out", "line": obj})
+                if obj.get("type") == "control_request" and \
+                        obj["request"].get("subtype") == "can_use_tool":
+                    send({"type": "control_response", "response": {
+                        "subtype": "success", "request_id": obj["request_id"],
+                        "response": {"behavior": "allow",
+                                     "updatedInput": obj["request"]["input"]}}})
+                if pred(obj):
+                    return obj
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([p.stdout], [], [], left)[0]:
+                die("the CLI did not answer in time")
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk:
+                die("the CLI exited")
+            buf += chunk
+
+    try:
+        send({"type": "control_request", "request_id": "corral_1",
+              "request": {"subtype": "initialize", "hooks": None}})
+        read_until(lambda o: o.get("type") == "control_response")
+        for i in range(nturns):
+            send({"type": "user", "message": {"role": "user",
+                                              "content": f"bench turn {i}"},
+                  "parent_tool_use_id": None, "session_id": "default",
+                  "uuid": str(uuid.uuid4())})
+            read_until(lambda o: o.get("type") == "result")
+    finally:
+        p.kill()
+        p.wait()
+    with open(out, "w") as f:
+        for entry in log:
+            f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+
+def post(base, key, chanfile, nturns, conns):
+    """Shape 7: TURNS messages to every chat of CHANFILE (the later ones
+    queue behind the first and meet its warm CLI), over CONNS kept-alive
+    connections; prints when posting began (CLOCK_REALTIME ns) and took."""
+    import queue
+    chats = [c for c in open(chanfile).read().split() if c]
+    work = queue.Queue()
+    for t in range(nturns):
+        for c in chats:
+            work.put((c, t))
+    statuses, lock = {}, threading.Lock()
+
+    def worker():
+        api = None
+        while True:
+            try:
+                chat, t = work.get_nowait()
+            except queue.Empty:
+                return
+            status = "error"
+            for _ in range(2):  # one retry on a broken keep-alive
+                try:
+                    api = api or Api(base, key)
+                    api.conn.request(
+                        "POST", f"/api/v1/chats/{chat}/messages",
+                        body=json.dumps({"content": f"bench turn {t}"}),
+                        headers={"Content-Type": "application/json",
+                                 "Authorization": f"Bearer {key}"})
+                    r = api.conn.getresponse()
+                    r.read()
+                    status = str(r.status)
+                    break
+                except (OSError, http.client.HTTPException) as e:
+                    status, api = type(e).__name__, None
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+
+    t0_ns, t0 = time.time_ns(), time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True)
+               for _ in range(conns)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    print(json.dumps({"posted": statuses.get("202", 0),
+                      "errors": sum(statuses.values()) - statuses.get("202", 0),
+                      "statuses": statuses, "t0_ns": t0_ns,
+                      "post_s": round(time.monotonic() - t0, 3)}))
+
+
+def probe(base, pid, every=0.01):
+    """Until process PID ends: GET /healthz every 10 ms on a kept-alive
+    connection (its latency), and corral_loop_lag_seconds from /metrics
+    every 250 ms (its largest sample). One thread: nothing else shares it."""
+    health, errors, lags, last_metrics = [], 0, [], 0.0
+    api = None
+    lag_max = None
+
+    def get(path):
+        nonlocal api
+        api = api or Api(base)
+        api.conn.request("GET", path)
+        r = api.conn.getresponse()
+        body = r.read()
+        return r.status, body
+
+    while True:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        t0 = time.perf_counter()
+        try:
+            status, _ = get("/healthz")
+            if status == 200:
+                health.append((time.perf_counter() - t0) * 1000)
+            else:
+                errors += 1
+        except (OSError, http.client.HTTPException):
+            errors, api = errors + 1, None
+        if t0 - last_metrics >= 0.25:
+            last_metrics = t0
+            try:
+                status, body = get("/metrics")
+                for line in body.decode().splitlines():
+                    if line.startswith("corral_loop_lag_seconds "):
+                        lags.append(float(line.split()[1]) * 1000)
+                    elif line.startswith("corral_loop_lag_max_seconds "):
+                        lag_max = float(line.split()[1]) * 1000
+            except (OSError, http.client.HTTPException, ValueError):
+                api = None
+        left = every - (time.perf_counter() - t0)
+        if left > 0:
+            time.sleep(left)
+    print(json.dumps({"health": {"n": len(health), "errors": errors,
+                                 "p50_ms": pct(health, 50),
+                                 "p99_ms": pct(health, 99),
+                                 "max_ms": pct(health, 100)},
+                      "loop_lag_ms": {"samples": len(lags),
+                                      "p99": pct(lags, 99),
+                                      "max_sampled": pct(lags, 100),
+                                      "max_since_start": lag_max}}))
+
+
 def rss(pids):
     """VmRSS and Private_Dirty summed over the given processes, in KiB."""
     total = {"rss_kb": 0, "private_dirty_kb": 0}
@@ -298,5 +476,11 @@ if __name__ == "__main__":
         logins(args[0], args[1], float(args[2]), float(args[3]))
     elif cmd == "rss":
         rss(args)
+    elif cmd == "post":
+        post(args[0], args[1], args[2], int(args[3]), int(args[4]))
+    elif cmd == "probe":
+        probe(args[0], int(args[1]))
+    elif cmd == "record":
+        record(args[0], args[1], int(args[2]), args[3])
     else:
         die(f"unknown command {cmd}")

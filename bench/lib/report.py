@@ -167,6 +167,58 @@ def rates(recs, limit):
     return out
 
 
+def runs(recs):
+    """Shape 7: per server and kind (cli, replay) the runs that ended,
+    runs/s (ended runs over first POST to the last run's end), CLI line ->
+    SSE latency (replayer stamps only), health probe, loop lag."""
+    out = {}
+    for r in recs:
+        sub, post, probe = r.get("sub") or {}, r.get("post") or {}, r.get("probe") or {}
+        done, t0 = sub.get("done") or 0, post.get("t0_ns")
+        last = sub.get("done_last_t_ns") or 0
+        span = (last - t0) / 1e9 if t0 and last > t0 else None
+        lat = sub.get("lat_ms") or {}
+        out[f"{r['server']} {r['kind']}"] = {
+            "server": r["server"], "kind": r["kind"], "chats": r["chats"],
+            "turns": r["turns"], "posted": post.get("posted"),
+            "post_errors": post.get("errors"), "done": done,
+            "failed": sub.get("failed"), "span_s": round(span, 3) if span else None,
+            "runs_per_s": round(done / span, 1) if span else None,
+            "lat_ms": lat if r["kind"] == "replay" else None,
+            "sse_connect_errors": sub.get("connect_errors"),
+            "health": probe.get("health"), "loop_lag_ms": probe.get("loop_lag_ms")}
+    return out
+
+
+def md_runs(d, lines):
+    lines += ["## 7. Runs (concurrent chats, each with a run per message)", "",
+              "| server | CLI | chats x turns | runs ended ok | failed | runs/s | "
+              "CLI line -> SSE p50 / p99 / max ms | health p50 / p99 / max ms | "
+              "loop lag p99 / max sampled ms |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for x in d.values():
+        h, lag, lat = x.get("health") or {}, x.get("loop_lag_ms") or {}, x.get("lat_ms")
+        cli = "real CLI" if x["kind"] == "cli" else "replayer"
+        lat_s = (f"{fmt(lat.get('p50'))} / {fmt(lat.get('p99'))} / {fmt(lat.get('max'))}"
+                 if lat else "n/a (no stamps)")
+        lines.append(
+            f"| {x['server']} | {cli} | {x['chats']} x {x['turns']} | {fmt(x['done'])} | "
+            f"{fmt(x['failed'])} | {fmt(x['runs_per_s'])} | {lat_s} | "
+            f"{fmt(h.get('p50_ms'))} / {fmt(h.get('p99_ms'))} / {fmt(h.get('max_ms'))} | "
+            f"{fmt(lag.get('p99'))} / {fmt(lag.get('max_sampled'))} |")
+    lines.append("")
+    for x in d.values():
+        h = x.get("health") or {}
+        p99 = h.get("p99_ms")
+        want = x["chats"] * x["turns"]
+        lines.append(f"- {x['server']} {x['kind']}: health p99 < 10 ms: "
+                     f"{'met' if p99 is not None and p99 < 10 else 'NOT met'} "
+                     f"(p99 {fmt(p99)} ms, {fmt(h.get('errors'))} probe errors); "
+                     f"every run ended ok: {'yes' if x['done'] == want else 'NO'} "
+                     f"({fmt(x['done'])} of {want})")
+    lines.append("")
+
+
 def summarize(recs):
     by = {}
     for r in recs:
@@ -190,6 +242,8 @@ def summarize(recs):
             res[str(shape)] = stress(rs)
         elif shape == 6:
             res["6"] = {r["server"]: r["wrk"] for r in rs}
+        elif shape == 7:
+            res["7"] = runs(rs)
         elif shape == 8:
             res["8"] = rs[0]
         elif shape == 9:
@@ -321,6 +375,8 @@ def main(results, facts_path, out_base):
             md_stress(shape, res[str(shape)], lines)
     if "6" in res:
         md_rest(res["6"], lines)
+    if "7" in res:
+        md_runs(res["7"], lines)
     if "8" in res:
         md_turns(res["8"], facts, lines)
     if "9" in res:
