@@ -24,6 +24,7 @@ struct child_spec {
     int fd3;                 /* passed as its fd 3; -1: none */
     int timeout_ms;          /* killed after this; 0: no deadline */
     bool stderr_null;        /* captured output leaves stderr out */
+    int nice;                /* niceness to run at (config child_nice) */
 };
 
 struct child_result {

@@ -66,6 +66,7 @@ struct config {
     int64_t cli_max_line_bytes; /* longest stdout line of the CLI */
     int cli_idle_timeout_s;   /* a warm CLI waits this long for a turn */
     int cli_close_grace_ms;   /* after stdin close, before SIGKILL */
+    int child_nice;           /* sandboxes and helpers run this nice */
     int cli_max_live;         /* live CLIs at most; 0: half the memory */
     int interrupt_grace_ms;   /* after an interrupt, before SIGKILL */
     int cli_launch_timeout_ms;  /* spawn to initialize response */

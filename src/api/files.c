@@ -462,7 +462,8 @@ static int remove_tree(struct req *r, int pfd, const char *name)
         return -errno;
     const char *argv[] = {"/bin/rm", "-rf", "--one-file-system", "--",
                           trash, NULL};
-    struct child_spec spec = {argv, -1, -1, 0, false};
+    struct child_spec spec = {argv, -1, -1, 0, false,
+                              r->srv->cfg->child_nice};
     if (!child_start(r->srv->base, &spec, on_rm_exit, NULL))
         log_error("files: cannot start rm: %s (start-up removes %s)",
                   strerror(errno), trash);
@@ -536,7 +537,8 @@ static void do_archive(struct req *r, int rootfd)
     const char *argv[] = {"/usr/bin/tar", "-C", "/proc/self/fd/3",
                           "--one-file-system", "-czf", "-", ".", NULL};
     struct archive_job *job = xcalloc(1, sizeof(*job));
-    struct child_spec spec = {argv, p[1], dfd, 0, false};
+    struct child_spec spec = {argv, p[1], dfd, 0, false,
+                              r->srv->cfg->child_nice};
     struct child *tar = child_start(r->srv->base, &spec, on_tar_exit, job);
     close(p[1]);
     close(dfd);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -65,6 +66,10 @@ static pid_t spawn(const struct child_spec *spec, int out_w)
         errno = rc;
         return -1;
     }
+    /* Below the reactor: a busy helper must not take the loop's CPU. A
+     * failure only leaves it at our priority. */
+    if (spec->nice > 0)
+        setpriority(PRIO_PROCESS, (id_t)pid, spec->nice);
     return pid;
 }
 

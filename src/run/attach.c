@@ -386,7 +386,8 @@ static void copy_next(struct run *run)
         return;
     }
     static const char *const argv[] = {"/usr/bin/cat", "/proc/self/fd/3", NULL};
-    struct child_spec spec = {argv, att->destfd, blob, 0, false};
+    struct child_spec spec = {argv, att->destfd, blob, 0, false,
+                              run_srv(run)->cfg->child_nice};
     struct child *cat = child_start(run_srv(run)->base, &spec, on_copied, run);
     close(blob);
     if (!cat) {

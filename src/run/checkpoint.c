@@ -116,7 +116,7 @@ static struct ckpt_job *job_start(struct chats *c, const char *const *args,
         argv[i + 1] = args[i];
     struct ckpt_job *j = xcalloc(1, sizeof(*j));
     struct child_spec spec = {argv, -1, -1, srv->cfg->checkpoint_timeout_ms,
-                              false};
+                              false, srv->cfg->child_nice};
     j->child = child_start(srv->base, &spec, on_job_done, j);
     free(helper);
     free(argv);

@@ -141,7 +141,8 @@ static bool job_start(struct du_job *j, bool *no_tree)
     snprintf(ws, sizeof(ws), "%s/workspace", root);
     snprintf(home, sizeof(home), "%s/home", root);
     const char *argv[] = {DU_PATH, "-s", "-b", "--", ws, home, NULL};
-    struct child_spec spec = {argv, -1, -1, DU_TIMEOUT_S * 1000, true};
+    struct child_spec spec = {argv, -1, -1, DU_TIMEOUT_S * 1000, true,
+                              srv->cfg->child_nice};
     j->child = child_start(srv->base, &spec, on_du_done, j);
     if (!j->child)
         log_error("chat %s: cannot run du: %s", j->chat_id, strerror(errno));

@@ -138,6 +138,7 @@ struct local_plan {
     int res[4];             /* RLIMIT_* */
     struct rlimit lim[4];
     int nlim;
+    int nice;               /* setpriority, before the rlimits */
     int max_fd;             /* for the close loop when close_range fails */
     volatile int child_errno; /* set by the child when exec failed */
 };
@@ -182,6 +183,10 @@ __attribute__((noreturn)) static void local_child(struct local_plan *pl)
     if (close_range((unsigned)pl->nfds, ~0U, 0) < 0)
         for (int f = pl->nfds; f < pl->max_fd; f++)
             close(f);
+    /* The sandbox runs below the reactor's priority: busy CLIs must not
+     * take the loop's CPU. Not fatal: it would only run at ours. */
+    if (pl->nice > 0)
+        setpriority(PRIO_PROCESS, 0, pl->nice);
     for (int i = 0; i < pl->nlim; i++)
         if (setrlimit(pl->res[i], &pl->lim[i]) < 0)
             goto fail;
@@ -688,6 +693,7 @@ static void local_plan_limits(struct local_plan *pl, const struct config *c)
         {RLIMIT_CORE, 0},
         {RLIMIT_CPU, (rlim_t)c->sandbox_cpu_s},
     };
+    pl->nice = c->child_nice;
     pl->nlim = 0;
     for (size_t i = 0; i < ARRAY_SIZE(l); i++) {
         if (l[i].res == RLIMIT_CPU && c->sandbox_cpu_s <= 0)

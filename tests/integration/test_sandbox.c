@@ -695,6 +695,24 @@ static void test_identity(void **state)
     ctx_deinit(&c);
 }
 
+/* The sandbox runs below the reactor's priority (child_nice). */
+static void test_niceness(void **state)
+{
+    (void)state;
+    struct ctx c;
+    char id[UUID_STR_LEN + 1];
+    ctx_init(&c, 1024, 256);
+    c.cfg.child_nice = 12;
+    struct sandbox *sb = open_new(&c, id);
+    struct res r = {0};
+    run_sh(&c, sb, "nice", &r);
+    assert_exit_code(r.status, 0);
+    assert_string_equal(r.out, "12\n");
+    sandbox_local.close(sb);
+    res_free(&r);
+    ctx_deinit(&c);
+}
+
 /* Only the sandbox's own processes: bwrap's pid 1, the shell, ls. */
 static void test_pid_namespace(void **state)
 {
@@ -1323,6 +1341,7 @@ int main(void)
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_env_allowlist),
         cmocka_unit_test(test_identity),
+        cmocka_unit_test(test_niceness),
         cmocka_unit_test(test_pid_namespace),
         cmocka_unit_test(test_nested_userns),
         cmocka_unit_test(test_network),

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -30,7 +31,7 @@ static struct seen run(const char *const *argv, int timeout_ms, int fd3)
 {
     struct event_base *base = event_base_new();
     struct seen s = {0};
-    struct child_spec spec = {argv, -1, fd3, timeout_ms, false};
+    struct child_spec spec = {argv, -1, fd3, timeout_ms, false, 0};
     struct child *c = child_start(base, &spec, on_done, &s);
     assert_non_null(c);
     event_base_dispatch(base);
@@ -91,7 +92,7 @@ static void test_finish_now_calls_back_before_returning(void **state)
     struct event_base *base = event_base_new();
     struct seen s = {0};
     const char *argv[] = {"/bin/sleep", "30", NULL};
-    struct child_spec spec = {argv, -1, -1, 0, false};
+    struct child_spec spec = {argv, -1, -1, 0, false, 0};
     struct child *c = child_start(base, &spec, on_done, &s);
     assert_non_null(c);
     child_finish_now(c);
@@ -100,12 +101,26 @@ static void test_finish_now_calls_back_before_returning(void **state)
     event_base_free(base);
 }
 
+static void test_runs_at_the_given_niceness(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct seen s = {0};
+    const char *argv[] = {"/usr/bin/nice", NULL}; /* prints its niceness */
+    struct child_spec spec = {argv, -1, -1, 0, false, 7};
+    assert_non_null(child_start(base, &spec, on_done, &s));
+    event_base_dispatch(base);
+    event_base_free(base);
+    assert_int_equal(s.calls, 1);
+    if (getpriority(PRIO_PROCESS, 0) <= 7) /* else we may not lower it */
+        assert_string_equal(s.out, "7\n");
+}
+
 static void test_missing_program_fails_to_start(void **state)
 {
     struct event_base *base = event_base_new();
     struct seen s = {0};
     const char *argv[] = {"/nonexistent/program", NULL};
-    struct child_spec spec = {argv, -1, -1, 0, false};
+    struct child_spec spec = {argv, -1, -1, 0, false, 0};
     assert_null(child_start(base, &spec, on_done, &s));
     assert_int_equal(s.calls, 0);
     event_base_free(base);
@@ -120,6 +135,7 @@ int main(void)
         cmocka_unit_test(test_fd3_and_nothing_else_inherited),
         cmocka_unit_test(test_finish_now_calls_back_before_returning),
         cmocka_unit_test(test_missing_program_fails_to_start),
+        cmocka_unit_test(test_runs_at_the_given_niceness),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
