@@ -3,7 +3,7 @@
 
     benchlib.py setup BASE NCHATS CHANFILE      -> prints an API key
     benchlib.py turns BASE KEY N                -> turn latency JSON (shape 8)
-    benchlib.py cli-floor CLI MODEL_URL N       -> the CLI's own floor JSON
+    benchlib.py cli-floor BWRAP_PID MODEL_URL N SCRATCH -> the like-for-like floor JSON
     benchlib.py logins BASE CREDFILE RATE SECS  -> login storm JSON (shape 9)
     benchlib.py rss PID...                      -> {"rss_kb", "private_dirty_kb"}
     benchlib.py record CLI MODEL_URL TURNS OUT  -> the CLI's stream-json (shape 7)
@@ -165,28 +165,48 @@ def pct(values, p):
     return round(s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))], 3)
 
 
+def dist(values):
+    return {"p50": pct(values, 50), "p99": pct(values, 99),
+            "max": pct(values, 100)}
+
+
+# Reply events corral makes itself; every other event of the reply comes
+# from a CLI line (the first is `system` init).
+CORRAL_EVENTS = ("message_status", "user_message", "usage", "checkpoint")
+
+
 def turns(base, key, n):
-    """POST .../messages to the first assistant_text_delta, first turn (CLI
-    start included) and n follow-up turns on the warm CLI."""
+    """POST .../messages to the reply's first events on SSE, first turn (CLI
+    start included) and n follow-up turns on the warm CLI. Per turn: the
+    202, the first event of the reply of any kind (corral's own
+    message_status), the first CLI-originated event (the target's measure)
+    and the first assistant_text_delta."""
     api = Api(base, key)
     chat = api.call("POST", "/chats", {"title": "turns",
                                        "permission_mode": "auto"})["id"]
     sse = SseReader(base, key, chat)
     sse.start()
     sse.wait_for(0, lambda ev, d: ev == "ready", 10)
-    times, errors = [], 0
+    rows, errors = [], 0
     for i in range(n + 1):
         mark = len(sse.events)
         t0 = time.monotonic()
         ans = api.call("POST", f"/chats/{chat}/messages",
                        {"content": f"bench turn {i}"})
+        t202 = time.monotonic()
         ids = {ans["message"]["id"], ans["reply"]["id"]}
         idx, first = sse.wait_for(
             mark, lambda ev, d: ev == "assistant_text_delta", 120)
         if first is None:
             errors += 1
             break
-        times.append((first[0] - t0) * 1000)
+        evs = sse.events[mark:idx + 1]
+        reply_any = next(t for t, ev, d in evs if ev != "user_message")
+        cli_first = next(t for t, ev, d in evs if ev not in CORRAL_EVENTS)
+        rows.append({"accepted": (t202 - t0) * 1000,
+                     "any": (reply_any - t0) * 1000,
+                     "cli": (cli_first - t0) * 1000,
+                     "delta": (first[0] - t0) * 1000})
         # The next turn starts only once this run has ended (its checkpoint
         # included), so a follow-up never waits behind it in the queue.
         done, end = sse.wait_for(idx, lambda ev, d: ev == "message_status" and
@@ -196,77 +216,159 @@ def turns(base, key, n):
         if done is None or json.loads(end[2]).get("phase") != "done":
             errors += 1
             break
-    follow = times[1:]
+    follow = rows[1:]
+    col = lambda k: [r[k] for r in follow]
     print(json.dumps({
-        "first_turn_ms": round(times[0], 3) if times else None,
+        "chat": chat,
+        "first_turn_ms": round(rows[0]["delta"], 3) if rows else None,
+        "first_turn_cli_ms": round(rows[0]["cli"], 3) if rows else None,
         "follow_ups": len(follow), "errors": errors,
-        "follow_ms": {"p50": pct(follow, 50), "p99": pct(follow, 99),
-                      "max": pct(follow, 100)}}))
+        "follow_ms": dist(col("delta")),
+        "follow_cli_ms": dist(col("cli")),
+        "follow_any_ms": dist(col("any")),
+        "follow_accepted_ms": dist(col("accepted"))}))
 
 
-def cli_floor(cli, model_url, n):
-    """The CLI alone: a user line written on stdin to its first text delta
-    (stream_event content_block_delta), on a warm process (the way DESIGN.md
-    §5 judges turn latency)."""
-    env = dict(os.environ, ANTHROPIC_BASE_URL=model_url,
-               ANTHROPIC_API_KEY="sk-bench", CLAUDE_CODE_MAX_RETRIES="0",
-               DISABLE_TELEMETRY="1", DISABLE_AUTOUPDATER="1",
-               CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-               HOME=os.environ.get("BENCH_CLI_HOME", "/tmp"))
-    cwd = os.environ.get("BENCH_CLI_HOME", "/tmp")
-    p = subprocess.Popen(
-        [cli, "--output-format", "stream-json", "--verbose",
-         "--input-format", "stream-json", "--include-partial-messages",
-         "--permission-mode", "default", "--model", "claude-sonnet-4-5"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+def proc_limits(pid):
+    """The rlimits corral set on its bwrap (local_plan_limits), as
+    (resource, value) pairs for setrlimit."""
+    names = {"Max address space": "RLIMIT_AS", "Max file size": "RLIMIT_FSIZE",
+             "Max core file size": "RLIMIT_CORE",
+             "Max cpu time": "RLIMIT_CPU"}
+    import resource
+    out = []
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            for name, res in names.items():
+                if line.startswith(name):
+                    soft = line[len(name):].split()[0]
+                    v = resource.RLIM_INFINITY if soft == "unlimited" else int(soft)
+                    out.append((getattr(resource, res), v))
+    return out
+
+
+def floor_argv(pid, scratch):
+    """corrald's exact bwrap command line for the chat (read from the
+    running process), with the chat's sandbox tree replaced by scratch and
+    --resume by --session-id (scratch has no transcript yet)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
+    i = argv.index("/workspace")  # --bind <root>/workspace /workspace
+    root = os.path.dirname(argv[i - 1])
+    argv = [scratch + a[len(root):] if a.startswith(root + "/") else a
+            for a in argv]
+    return ["--session-id=" + a[len("--resume="):]
+            if a.startswith("--resume=") else a for a in argv]
+
+
+def cli_floor(bwrap_pid, model_url, n, scratch):
+    """The like-for-like floor: the CLI started with corrald's own command
+    line for the turns chat (bwrap, its options, env, cwd and rlimits, the
+    same in-sandbox gateway forwarder), whose model socket is a plain byte
+    forwarder (socat) to the scripted model instead of corrald's gateway.
+    Driven as corral drives it: `initialize`, then per turn the user line
+    in corral's shape; times from the write to the first line, to
+    `system` init (the first line corral publishes) and to the first text
+    delta stream_event. The CLI gets corrald's CPU affinity too: under
+    bench/run's pinning corrald's CLIs share core 0 with it."""
+    for sub in ("workspace", "home", "run"):
+        os.makedirs(os.path.join(scratch, sub), mode=0o700, exist_ok=True)
+    argv = floor_argv(bwrap_pid, scratch)
+    limits = proc_limits(bwrap_pid)
+    cores = os.sched_getaffinity(bwrap_pid)  # bench/run pins corrald's tree
+    u = urllib.parse.urlsplit(model_url)
+    sock = os.path.join(scratch, "run", "gw.sock")
+    fwd = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,mode=600",
+                            f"TCP:{u.hostname}:{u.port}"],
+                           stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.02)
+    info_r, info_w = os.pipe()
+
+    def child_setup():
+        import resource
+        os.dup2(info_w, 3)
+        for res, v in limits:
+            resource.setrlimit(res, (v, v))
+        os.sched_setaffinity(0, cores)
+
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env={}, pass_fds=(3,),
+                         preexec_fn=child_setup, start_new_session=True)
+    os.close(info_w)  # info_r stays open: bwrap writes its info there
     buf = b""
 
-    def read_until(pred, timeout):
+    def read_line(timeout):
         nonlocal buf
         deadline = time.monotonic() + timeout
-        while True:
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if pred(obj):
-                    return obj
+        while b"\n" not in buf:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([p.stdout], [], [], left)[0]:
-                return None
+                return None, None
             chunk = os.read(p.stdout.fileno(), 65536)
             if not chunk:
-                return None
+                return None, None
             buf += chunk
+        line, buf = buf.split(b"\n", 1)
+        try:
+            return time.monotonic(), json.loads(line)
+        except ValueError:
+            return time.monotonic(), {}
 
-    times = []
+    def send(obj):
+        t = time.monotonic()
+        p.stdin.write((json.dumps(obj) + "\n").encode())
+        p.stdin.flush()
+        return t
+
+    rows = []
     try:
+        send({"type": "control_request", "request_id": "corral_1",
+              "request": {"subtype": "initialize", "hooks": None}})
+        while True:
+            t, o = read_line(120)
+            if o is None or o.get("type") == "control_response":
+                break
         for i in range(n + 1):
-            msg = {"type": "user", "message": {"role": "user", "content": [
-                {"type": "text", "text": f"bench turn {i}"}]}}
-            t0 = time.monotonic()
-            p.stdin.write((json.dumps(msg) + "\n").encode())
-            p.stdin.flush()
-            # The first text delta: what corral turns into the first
-            # assistant_text_delta (message_start comes earlier).
-            if read_until(lambda o: o.get("type") == "stream_event" and
-                          (o.get("event") or {}).get("type") ==
-                          "content_block_delta", 120) is None:
-                break
-            times.append((time.monotonic() - t0) * 1000)
-            if read_until(lambda o: o.get("type") == "result", 120) is None:
-                break
+            t0 = send({"type": "user", "message": {
+                "role": "user", "content": f"bench turn {i}"},
+                "parent_tool_use_id": None, "session_id": "default",
+                "uuid": str(uuid.uuid4())})
+            row = {}
+            while True:
+                t, o = read_line(120)
+                if o is None:
+                    raise RuntimeError("the CLI stopped answering")
+                ms = (t - t0) * 1000
+                row.setdefault("line", ms)
+                if o.get("type") == "system" and o.get("subtype") == "init":
+                    row.setdefault("init", ms)
+                ev = o.get("event") or {}
+                if o.get("type") == "stream_event":
+                    row.setdefault("stream", ms)
+                    if ev.get("type") == "content_block_delta":
+                        row.setdefault("delta", ms)
+                if o.get("type") == "result":
+                    break
+            rows.append(row)
     finally:
         p.kill()
         p.wait()
-    follow = times[1:]
-    print(json.dumps({"first_turn_ms": round(times[0], 3) if times else None,
+        fwd.kill()
+        fwd.wait()
+        os.close(info_r)
+    follow = rows[1:]
+    col = lambda k: [r[k] for r in follow if k in r]
+    print(json.dumps({"first_turn_ms": round(rows[0]["delta"], 3)
+                      if rows and "delta" in rows[0] else None,
                       "follow_ups": len(follow),
-                      "follow_ms": {"p50": pct(follow, 50),
-                                    "p99": pct(follow, 99)}}))
+                      "follow_ms": dist(col("delta")),
+                      "follow_init_ms": dist(col("init")),
+                      "follow_line_ms": dist(col("line")),
+                      "follow_stream_ms": dist(col("stream")),
+                      "argv_args": len(floor_argv(bwrap_pid, scratch))}))
 
 
 def record(cli, model_url, nturns, out):
@@ -471,7 +573,7 @@ if __name__ == "__main__":
     elif cmd == "turns":
         turns(args[0], args[1], int(args[2]))
     elif cmd == "cli-floor":
-        cli_floor(args[0], args[1], int(args[2]))
+        cli_floor(int(args[0]), args[1], int(args[2]), args[3])
     elif cmd == "logins":
         logins(args[0], args[1], float(args[2]), float(args[3]))
     elif cmd == "rss":

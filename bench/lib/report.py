@@ -327,25 +327,52 @@ def md_rest(d, lines):
 
 def md_turns(r, facts, lines):
     t, f = r.get("turns") or {}, r.get("cli_floor") or {}
-    fm, ff = t.get("follow_ms") or {}, f.get("follow_ms") or {}
-    lines += ["## 8. Turn latency (POST .../messages to the first assistant_text_delta)",
-              "", f"CLI {facts.get('cli')}, scripted model with no delay.", "",
-              "| | first turn ms | follow-up p50 ms | follow-up p99 ms | follow-ups |",
+    g = lambda d, k: (d.get(k) or {})
+    n = t.get("follow_ups") or 0
+    req = r.get("model_requests")
+    row = lambda label, d, first: (
+        f"| {label} | {fmt(first)} | {fmt(d.get('p50'))} | {fmt(d.get('p99'))} | "
+        f"{fmt(d.get('max'))} |")
+    lines += ["## 8. Turn latency (POST .../messages to the reply's first events)",
+              "", f"CLI {facts.get('cli')}, scripted model with no delay, "
+              f"{n} follow-up turns on a warm CLI (each sent after the previous "
+              "run's `done`). The target is judged on the first CLI-originated "
+              "event (`system` init): corral's own `message_status` comes "
+              "earlier but says nothing about the CLI.", "",
+              "| ms | first turn | follow-up p50 | follow-up p99 | follow-up max |",
               "|---|---|---|---|---|",
-              f"| corral (memory bus) | {fmt(t.get('first_turn_ms'))} | {fmt(fm.get('p50'))} | "
-              f"{fmt(fm.get('p99'))} | {fmt(t.get('follow_ups'))} |",
-              f"| the CLI alone (stdin line to its first text delta stream_event) | "
-              f"{fmt(f.get('first_turn_ms'))} | {fmt(ff.get('p50'))} | {fmt(ff.get('p99'))} | "
-              f"{fmt(f.get('follow_ups'))} |", ""]
-    p99 = fm.get("p99")
-    lines.append(f"- follow-up first event < 50 ms: "
-                 f"{'met' if p99 is not None and p99 < 50 else 'NOT met'} (p99 {fmt(p99)} ms)")
-    if p99 is not None and ff.get("p50") is not None:
-        over50 = round(fm["p50"] - ff["p50"], 2)
-        over99 = round(p99 - ff["p50"], 2)
-        lines.append(f"- corral's own overhead (corral minus the CLI's floor p50): p50 "
-                     f"{fmt(over50)} ms, p99 {fmt(over99)} ms (target p99 < 5 ms: "
-                     f"{'met' if over99 < 5 else 'NOT met'})")
+              row("corral: 202 answered", g(t, "follow_accepted_ms"), None),
+              row("corral: first event of the reply (any: message_status)",
+                  g(t, "follow_any_ms"), None),
+              row("corral: first CLI-originated event (system init)",
+                  g(t, "follow_cli_ms"), t.get("first_turn_cli_ms")),
+              row("corral: first assistant_text_delta", g(t, "follow_ms"),
+                  t.get("first_turn_ms")),
+              row("floor: stdin line to the CLI's first stdout line",
+                  g(f, "follow_line_ms"), None),
+              row("floor: stdin line to system init", g(f, "follow_init_ms"), None),
+              row("floor: stdin line to the first text delta",
+                  g(f, "follow_ms"), f.get("first_turn_ms")), ""]
+    if req is not None and t.get("follow_ups") is not None:
+        lines.append(f"- model requests during corral's {n + 1} turns: {req} "
+                     f"({fmt(req / (n + 1))} per turn; no side calls when 1)")
+    cli = g(t, "follow_cli_ms").get("p99")
+    lines.append(f"- follow-up first CLI-originated event < 50 ms: "
+                 f"{'met' if cli is not None and cli < 50 else 'NOT met'} "
+                 f"(p99 {fmt(cli)} ms; first text delta p99 "
+                 f"{fmt(g(t, 'follow_ms').get('p99'))} ms)")
+    for label, ck, fk in (("first CLI-originated event", "follow_cli_ms",
+                           "follow_init_ms"),
+                          ("first text delta", "follow_ms", "follow_ms")):
+        c, fl = g(t, ck), g(f, fk)
+        if c.get("p50") is None or fl.get("p50") is None:
+            continue
+        o50 = round(c["p50"] - fl["p50"], 2)
+        o99 = round(c["p99"] - fl["p99"], 2)
+        lines.append(f"- corral's own overhead, {label} (corral minus the "
+                     f"like-for-like floor, same percentile): p50 {fmt(o50)} ms, "
+                     f"p99 {fmt(o99)} ms (target p99 < 5 ms: "
+                     f"{'met' if o99 < 5 else 'NOT met'})")
     lines.append("")
 
 

@@ -164,6 +164,7 @@ struct bus {
     int ready;                  /* durable pubs of loaded chats waiting */
     bool flush_due;
     struct bus_batch *inflight;
+    uint64_t last_flush_us;  /* server_mono_us of the last group commit */
     struct event batch_timer;
     /* deferred work, run from `kick` once the callback stack unwound */
     struct event kick;
