@@ -397,6 +397,7 @@ static void on_run_loaded(void *arg, const struct pg_reply *reply)
         run_release(run);
         return;
     }
+    run->t_loaded = server_mono_us();
     const PGresult *res = reply->res;
     const char *msg_model = pg_val(res, 0, RUNLOAD_MSG_MODEL);
     snprintf(run->model, sizeof(run->model), "%s",
@@ -473,6 +474,7 @@ void chats_enqueue(struct chats *c, const struct run_spec *spec)
     rt->nruns++;
     run->spec = *spec;
     run->phase = RUN_PHASE_QUEUED;
+    run->t_queued = server_mono_us();
     run->thinking = -1;
     run->refs = 1; /* the queue, then the run slot */
     turn_map_init(&run->map, spec->reply_id);

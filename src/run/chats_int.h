@@ -68,6 +68,9 @@ struct run {
                                   run ends FAILED with this code */
     char stop_detail[128];
     struct run_attach *att;    /* the message's attachments (attach.c) */
+    /* monotonic µs: queued, loaded, user line written (a debug log of
+     * where a turn's start goes, at its first CLI line) */
+    uint64_t t_queued, t_loaded, t_written;
 };
 
 struct chat_rt {

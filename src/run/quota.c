@@ -330,14 +330,20 @@ void quota_before_turn(struct run *run, void (*next)(struct run *run))
         next(run);
         return;
     }
-    if (fresh(rt, cfg)) {
-        if (rt->quota_over) {
-            char d[128];
-            over_detail(cfg, rt->quota_used, d, sizeof(d));
-            end_run(run, RUN_PHASE_FAILED, "quota_exceeded", d);
-            return;
-        }
-        arm_periodic(rt);
+    if (fresh(rt, cfg) && rt->quota_over) {
+        char d[128];
+        over_detail(cfg, rt->quota_used, d, sizeof(d));
+        end_run(run, RUN_PHASE_FAILED, "quota_exceeded", d);
+        return;
+    }
+    /* A warm chat was measured after its last run: the turn starts at
+     * once and an old figure is renewed during it (the quota is soft, and
+     * the turn's own writes are checked periodically anyway). */
+    if (rt->quota_at_ms > 0 && !rt->quota_over) {
+        if (fresh(rt, cfg))
+            arm_periodic(rt);
+        else
+            on_periodic(-1, 0, rt);
         next(run);
         return;
     }

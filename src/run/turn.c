@@ -121,6 +121,14 @@ static void cli_on_line(void *arg, const struct json_doc *d)
         log_debug("chat %s: CLI output outside a turn ignored", rt->id);
         return;
     }
+    if (run->t_written) {
+        log_debug("chat %s: turn start: loaded %.1f ms, user line %.1f ms, "
+                  "first CLI line %.1f ms after queued", rt->id,
+                  (double)(run->t_loaded - run->t_queued) / 1e3,
+                  (double)(run->t_written - run->t_queued) / 1e3,
+                  (double)(server_mono_us() - run->t_queued) / 1e3);
+        run->t_written = 0;
+    }
     struct turn_line tl;
     turn_map_line(&run->map, d, emit_event, run, &tl);
     if (tl.is_result)
@@ -234,6 +242,7 @@ static void apply_settings(struct chat_rt *rt, struct run *run)
             return;
         }
         run->user_written = true;
+        run->t_written = server_mono_us();
         rt->cli_state = CLI_BUSY;
         return;
     }
