@@ -18,6 +18,7 @@
 #include "corral/base64.h"
 #include "corral/bus.h"
 #include "corral/chats.h"
+#include "corral/child.h"
 #include "corral/config.h"
 #include "corral/crypto.h"
 #include "corral/http.h"
@@ -350,6 +351,7 @@ static void server_close(struct server *srv)
         if (sandbox_local_drain(srv, 2000) > 0)
             log_warn("sandbox processes still running at exit");
     }
+    child_finish_all();
     if (srv->bus)
         bus_free(srv->bus);
     hasher_free(srv->hasher);

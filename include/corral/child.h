@@ -47,6 +47,9 @@ struct child *child_start(struct event_base *base,
 void child_kill(struct child *c);
 /* Shutdown: kills and reaps it now and calls done before returning. */
 void child_finish_now(struct child *c);
+/* Shutdown: child_finish_now on every child still running (those no
+ * module keeps track of: tar, rm). */
+void child_finish_all(void);
 /* The path of one of corral's helper binaries (realpath, free()d by the
  * caller): configured when set (NULL if it is not executable), else
  * beside corrald, in sandbox/ below it (the build tree) or in ../libexec

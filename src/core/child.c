@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +15,14 @@
 #include "corral/child.h"
 #include "corral/mem.h"
 #include "corral/server.h"
+#include "corral/spawn.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
 
 struct child {
+    struct child *next, **pprev; /* every live child (child_finish_all) */
     pid_t pid;
     int pidfd, out_rd;          /* -1 once closed */
     struct event *ev_out, *ev_exit, *ev_timer;
@@ -35,46 +36,32 @@ struct child {
 static pid_t spawn(const struct child_spec *spec, int out_w)
 {
     static char *const envp[] = {"PATH=/usr/bin:/bin", "LC_ALL=C", NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, all;
-    pid_t pid = -1;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_w, 1);
-    if (spec->stderr_null || spec->out_fd >= 0)
-        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    else
-        posix_spawn_file_actions_adddup2(&fa, out_w, 2);
-    if (spec->fd3 >= 0)
-        posix_spawn_file_actions_adddup2(&fa, spec->fd3, 3);
-    /* Not every library in corrald sets FD_CLOEXEC. */
-    posix_spawn_file_actions_addclosefrom_np(&fa, spec->fd3 >= 0 ? 4 : 3);
-    posix_spawnattr_init(&at);
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF |
-                                      POSIX_SPAWN_SETSID);
-    int rc = posix_spawn(&pid, spec->argv[0], &fa, &at,
-                         (char *const *)spec->argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    if (rc != 0) {
-        errno = rc;
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0)
         return -1;
-    }
-    /* Below the reactor: a busy helper must not take the loop's CPU. A
-     * failure only leaves it at our priority. */
-    if (spec->nice > 0)
-        setpriority(PRIO_PROCESS, (id_t)pid, spec->nice);
+    bool err_null = spec->stderr_null || spec->out_fd >= 0;
+    struct spawn_plan pl = {
+        .path = spec->argv[0],
+        .argv = (char *const *)spec->argv,
+        .envp = envp,
+        .fds = {null, out_w, err_null ? null : out_w, spec->fd3},
+        .nfds = spec->fd3 >= 0 ? 4 : 3,
+        .nice = spec->nice,
+    };
+    pid_t pid = spawn_exec(&pl);
+    int saved = errno;
+    close(null);
+    errno = saved;
     return pid;
 }
 
+static struct child *live_children;
+
 static void child_free(struct child *c)
 {
+    *c->pprev = c->next;
+    if (c->next)
+        c->next->pprev = c->pprev;
     if (c->ev_out)
         event_free(c->ev_out);
     if (c->ev_exit)
@@ -194,6 +181,11 @@ struct child *child_start(struct event_base *base,
     c->out_rd = p[0];
     c->done = done;
     c->arg = arg;
+    c->next = live_children;
+    if (c->next)
+        c->next->pprev = &c->next;
+    c->pprev = &live_children;
+    live_children = c;
     c->ev_exit = event_new(base, pidfd, EV_READ | EV_PERSIST, on_exit_ready,
                            c);
     event_add(c->ev_exit, NULL);
@@ -225,6 +217,16 @@ void child_finish_now(struct child *c)
         reap(c, 0); /* SIGKILLed: returns at once */
     close_output(c);
     settle(c);
+}
+
+void child_finish_all(void)
+{
+    struct child *c;
+    while ((c = live_children)) {
+        child_finish_now(c);
+        if (live_children == c)
+            break; /* not reaped (it cannot be): it stays */
+    }
 }
 
 char *child_find_helper(const char *configured, const char *name)

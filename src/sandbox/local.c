@@ -48,6 +48,7 @@
 #include "corral/log.h"
 #include "corral/mem.h"
 #include "corral/server.h"
+#include "corral/spawn.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -63,7 +64,6 @@
 #define LOCAL_INFO_MAX 512                   /* bwrap's info JSON */
 #define LOCAL_READ_CHUNK 65536
 #define LOCAL_READS_PER_EVENT 4 /* then yield to other events */
-#define LOCAL_MAX_FDS 4          /* fds a plan maps to 0..n-1 */
 #define LOCAL_KILL_WAIT_MS 2000  /* for child-pid, before killing bwrap only */
 
 /* Targets a ro_bind must not replace or cover: the sandbox's own mounts
@@ -126,23 +126,6 @@ struct sandbox_proc {
     struct local_tomb *tomb;  /* destroy waits for this process */
 };
 
-/* What the vfork child does: map fds[i] to i, close every other fd, set
- * the rlimits, reset signals, execve. Built in the parent: the child may
- * only make async-signal-safe calls. */
-struct local_plan {
-    const char *path;
-    char *const *argv;
-    char *const *envp;
-    int fds[LOCAL_MAX_FDS];
-    int nfds;
-    int res[4];             /* RLIMIT_* */
-    struct rlimit lim[4];
-    int nlim;
-    int nice;               /* setpriority, before the rlimits */
-    int max_fd;             /* for the close loop when close_range fails */
-    volatile int child_errno; /* set by the child when exec failed */
-};
-
 static char *local_fmt(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
@@ -162,83 +145,6 @@ static char *local_fmt(const char *fmt, ...)
 static int local_pidfd_open(pid_t pid)
 {
     return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-/* ---- spawning (vfork + execve) ------------------------------------------ */
-
-__attribute__((noreturn)) static void local_child(struct local_plan *pl)
-{
-    int fd[LOCAL_MAX_FDS];
-    /* Lift every source above the targets first, so that no dup2 below
-     * overwrites a source that is still needed. */
-    for (int i = 0; i < pl->nfds; i++) {
-        fd[i] = pl->fds[i];
-        if (fd[i] < pl->nfds && (fd[i] = fcntl(fd[i], F_DUPFD, pl->nfds)) < 0)
-            goto fail;
-    }
-    for (int i = 0; i < pl->nfds; i++)
-        if (dup2(fd[i], i) < 0) /* the copy has FD_CLOEXEC cleared */
-            goto fail;
-    /* Not every library in corrald sets FD_CLOEXEC (sockets, the log). */
-    if (close_range((unsigned)pl->nfds, ~0U, 0) < 0)
-        for (int f = pl->nfds; f < pl->max_fd; f++)
-            close(f);
-    /* The sandbox runs below the reactor's priority: busy CLIs must not
-     * take the loop's CPU. Not fatal: it would only run at ours. */
-    if (pl->nice > 0)
-        setpriority(PRIO_PROCESS, 0, pl->nice);
-    for (int i = 0; i < pl->nlim; i++)
-        if (setrlimit(pl->res[i], &pl->lim[i]) < 0)
-            goto fail;
-    /* Dispositions survive exec when ignored (corrald ignores SIGPIPE) and
-     * the mask always does: start the sandbox from defaults. */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++)
-        if (s != SIGKILL && s != SIGSTOP)
-            sigaction(s, &sa, NULL); /* EINVAL for libc's own: fine */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    setsid(); /* out of corrald's process group: no terminal signals */
-    execve(pl->path, pl->argv, pl->envp);
-fail:
-    pl->child_errno = errno ? errno : EINVAL;
-    _exit(127);
-}
-
-/* Starts pl; the pid, or -1 with errno (exec failures included: the
- * vfork child reports its errno through the shared plan). */
-static pid_t local_exec(struct local_plan *pl)
-{
-    struct rlimit nofile;
-    pl->max_fd = 65536;
-    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
-        pl->max_fd = (int)nofile.rlim_cur;
-    pl->child_errno = 0;
-    /* All signals blocked across vfork: a handler must never run in the
-     * child, which shares our memory until it execs. */
-    sigset_t all, old;
-    sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &old);
-    pid_t pid = vfork();
-    if (pid == 0)
-        local_child(pl);
-    int saved = errno;
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) {
-        errno = saved;
-        return -1;
-    }
-    if (pl->child_errno) {
-        /* vfork resumed us after the child's _exit: this does not wait. */
-        int st;
-        waitpid(pid, &st, 0);
-        errno = pl->child_errno;
-        return -1;
-    }
-    return pid;
 }
 
 /* ---- the bwrap command line --------------------------------------------- */
@@ -682,7 +588,7 @@ static void local_close_pair(int fd[2])
             close(fd[i]);
 }
 
-static void local_plan_limits(struct local_plan *pl, const struct config *c)
+static void local_plan_limits(struct spawn_plan *pl, const struct config *c)
 {
     struct {
         int res;
@@ -751,7 +657,7 @@ static struct sandbox_proc *local_launch(struct sandbox *sb,
         goto fail;
     }
     static char *const no_env[] = {NULL}; /* bwrap gets nothing of ours */
-    struct local_plan pl = {
+    struct spawn_plan pl = {
         .path = sb->bwrap_path,
         .argv = (char *const *)a->v,
         .envp = no_env,
@@ -759,7 +665,7 @@ static struct sandbox_proc *local_launch(struct sandbox *sb,
         .nfds = 4,
     };
     local_plan_limits(&pl, sb->srv->cfg);
-    pid_t pid = local_exec(&pl);
+    pid_t pid = spawn_exec(&pl);
     if (pid < 0) {
         log_error("sandbox: cannot start %s: %s", sb->bwrap_path,
                   strerror(errno));
@@ -1064,11 +970,11 @@ static void local_start_rm(struct event_base *base, const char *path)
         log_error("sandbox: /dev/null: %s", strerror(errno));
         return;
     }
-    struct local_plan pl = {
+    struct spawn_plan pl = {
         .path = argv[0], .argv = (char *const *)argv, .envp = envp,
         .fds = {devnull, devnull, STDERR_FILENO}, .nfds = 3,
     };
-    pid_t pid = local_exec(&pl);
+    pid_t pid = spawn_exec(&pl);
     close(devnull);
     if (pid < 0) {
         log_error("sandbox: cannot remove %s: %s", path, strerror(errno));
