@@ -89,5 +89,7 @@ void api_files_archive(struct req *r);
  * <sha[0:2]>/<sha>. */
 void attach_blob_path(const char *data_dir, const char *sha, char *out,
                       size_t n);
+/* Removes a blob no attachment row uses any more (ENOENT is fine). */
+void attach_blob_unlink(const char *data_dir, const char *sha);
 
 #endif

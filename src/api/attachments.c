@@ -37,6 +37,14 @@ static bool chat_param(struct req *r)
 
 /* ---- upload ---- */
 
+void attach_blob_unlink(const char *data_dir, const char *sha)
+{
+    char path[600];
+    attach_blob_path(data_dir, sha, path, sizeof(path));
+    if (unlink(path) < 0 && errno != ENOENT)
+        log_warn("attachments: unlink %s: %s", path, strerror(errno));
+}
+
 /* Moves the temp file to its blob path unless equal bytes are there. */
 static int place_blob(struct req *r, const char *sha)
 {
@@ -218,10 +226,7 @@ static void on_attach_deleted(void *arg, const struct pg_reply *reply)
     }
     const char *sha = pg_val(res, 0, 1);
     if (sha && strcmp(pg_val(res, 0, 2), "0") == 0) {
-        char path[600];
-        attach_blob_path(r->srv->cfg->data_dir, sha, path, sizeof(path));
-        if (unlink(path) < 0 && errno != ENOENT)
-            log_warn("attachments: unlink %s: %s", path, strerror(errno));
+        attach_blob_unlink(r->srv->cfg->data_dir, sha);
     }
     req_reply_empty(r, 204);
 }

@@ -289,6 +289,22 @@ void api_chats_update(struct req *r)
 
 /* ---- delete ---- */
 
+/* Removes the attachment blobs a deleted chat alone used (sha256s, comma
+ * separated, or NULL). */
+static void unlink_blobs(const char *data_dir, const char *shas)
+{
+    for (const char *p = shas; p && *p;) {
+        size_t len = strcspn(p, ",");
+        char sha[65];
+        if (len == 64) {
+            memcpy(sha, p, 64);
+            sha[64] = '\0';
+            attach_blob_unlink(data_dir, sha);
+        }
+        p += len + (p[len] == ',');
+    }
+}
+
 static void on_chat_deleted(void *arg, const struct pg_reply *reply)
 {
     struct req *r = arg;
@@ -298,6 +314,7 @@ static void on_chat_deleted(void *arg, const struct pg_reply *reply)
         not_found(r);
         return;
     }
+    unlink_blobs(r->srv->cfg->data_dir, pg_val(reply->res, 0, 1));
     /* The row is gone for every reader now; the runtime cancels the run,
      * ends the streams and destroys the sandbox after. */
     if (r->srv->chats)

@@ -125,6 +125,7 @@ static struct stream_out *start(struct req *r, int fd,
                                 const char *content_type, bool pipe)
 {
     struct event_base *base = r->srv->base;
+    bool head = r->method == HTTP_HEAD; /* r is gone after the take */
     struct bufferevent *bev = req_take_connection(r, 200, content_type);
     struct stream_out *s = xcalloc(1, sizeof(*s));
     s->fd = fd;
@@ -136,6 +137,12 @@ static struct stream_out *start(struct req *r, int fd,
     if (!bev) { /* the client already left */
         close_client(s);
         return s;
+    }
+    if (head) { /* the headers only; a child gets EPIPE */
+        close(s->fd);
+        s->fd = -1;
+        s->eof = true;
+        s->chunked = false;
     }
     bufferevent_setwatermark(bev, EV_WRITE, OUT_LOW, 0);
     bufferevent_setcb(bev, NULL, on_write, on_event, s);

@@ -438,6 +438,18 @@ static bool parse_json_body(struct req *r)
     return true;
 }
 
+static void parse_body_then_run(struct req *r)
+{
+    unsigned f = r->route->flags;
+    if ((f & ROUTE_JSON_OPTIONAL) && r->body.len == 0) {
+        json_parse("{}", 2, NULL, &r->json, NULL); /* an empty body: {} */
+    } else if ((f & (ROUTE_JSON_BODY | ROUTE_JSON_OPTIONAL)) &&
+               !parse_json_body(r)) {
+        return;
+    }
+    run_handler(r);
+}
+
 static void dispatch(struct req *r)
 {
     struct route_params *params = &r->params;
@@ -456,17 +468,12 @@ static void dispatch(struct req *r)
         req_problem(r, 405, "method_not_allowed", "use one of: %s", allow);
         return;
     }
-    unsigned f = r->route->flags;
-    if ((f & ROUTE_JSON_OPTIONAL) && r->body.len == 0) {
-        json_parse("{}", 2, NULL, &r->json, NULL); /* an empty body: {} */
-    } else if ((f & (ROUTE_JSON_BODY | ROUTE_JSON_OPTIONAL)) &&
-               !parse_json_body(r)) {
-        return;
-    }
+    /* Authentication comes first: a stranger gets 401 whatever the body,
+     * and no parsing work is spent on them. */
     if (r->route->flags & (ROUTE_AUTH | ROUTE_ADMIN))
-        auth_authenticate(r, run_handler);
+        auth_authenticate(r, parse_body_then_run);
     else
-        run_handler(r);
+        parse_body_then_run(r);
 }
 
 /* CORS: answers preflights and marks responses for allowed origins. */
@@ -600,6 +607,8 @@ void http_server_close_idle(struct http_server *hs)
     }
 }
 
+static void lingering_free(struct lingering *l);
+
 void http_server_free(struct http_server *hs)
 {
     if (!hs)
@@ -609,15 +618,44 @@ void http_server_free(struct http_server *hs)
     evhtp_unbind_socket(hs->htp); /* evhtp_free leaves the listener */
     evhtp_free(hs->htp);
     free_dead_conns(hs);
+    while (hs->lingering)
+        lingering_free(hs->lingering);
     event_free(hs->reaper);
     free(hs);
 }
 
 /* ---- closing a connection evhtp no longer owns ---- */
 
+/* A socket answered at close, kept until the client has read the answer;
+ * listed so that shutdown frees the ones still draining. */
+struct lingering {
+    struct lingering *next, **pprev;
+    struct bufferevent *bev;
+};
+
+static void lingering_add(struct http_server *hs, struct bufferevent *bev)
+{
+    struct lingering *l = xcalloc(1, sizeof(*l));
+    l->bev = bev;
+    l->next = hs->lingering;
+    if (l->next)
+        l->next->pprev = &l->next;
+    l->pprev = &hs->lingering;
+    hs->lingering = l;
+}
+
+static void lingering_free(struct lingering *l)
+{
+    *l->pprev = l->next;
+    if (l->next)
+        l->next->pprev = l->pprev;
+    bufferevent_free(l->bev);
+    free(l);
+}
+
 static void owned_on_event(struct bufferevent *bev, short what, void *arg)
 {
-    bufferevent_free(bev);
+    lingering_free(arg);
 }
 
 static void owned_on_read(struct bufferevent *bev, void *arg)
@@ -634,11 +672,9 @@ static void owned_on_write(struct bufferevent *bev, void *arg)
     if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
         return;
     shutdown(bufferevent_getfd(bev), SHUT_WR);
-    bufferevent_setcb(bev, owned_on_read, NULL,
-                      owned_on_event, NULL);
+    bufferevent_setcb(bev, owned_on_read, NULL, owned_on_event, arg);
     bufferevent_enable(bev, EV_READ);
 }
-
 
 void http_close_with_status(struct http_conn *hc, int status,
                             const char *code, const char *detail,
@@ -673,7 +709,9 @@ void http_close_with_status(struct http_conn *hc, int status,
     buf_deinit(&body);
     struct timeval tv = {5, 0};
     bufferevent_set_timeouts(bev, &tv, &tv);
-    bufferevent_setcb(bev, NULL, owned_on_write, owned_on_event, NULL);
+    lingering_add(hc->hs, bev);
+    bufferevent_setcb(bev, NULL, owned_on_write, owned_on_event,
+                      hc->hs->lingering);
     bufferevent_enable(bev, EV_WRITE);
     if (free_conn)
         evhtp_connection_free(c);

@@ -8,6 +8,7 @@
 #include "corral/http.h"
 
 struct http_conn;
+struct lingering;
 
 struct req_alloc {
     struct req_alloc *next;
@@ -21,6 +22,7 @@ struct http_server {
     int connections;
     int inflight;            /* requests not yet answered */
     struct http_conn *dead;  /* closed, freed on the next iteration */
+    struct lingering *lingering; /* answered at close, draining */
     struct event *reaper;    /* frees the dead list */
     uint64_t closed_ids;     /* request ids of answers given at close */
     uint64_t request_ids;    /* request ids: unique per process */

@@ -3,6 +3,7 @@
  * and then finishes the request exactly once. */
 #include <event2/buffer.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,13 @@ void req_add_header(struct req *r, const char *name, const char *value)
                                  evhtp_header_new(name, value, 1, 1));
 }
 
+static void head_content_length(struct req *r, size_t len)
+{
+    char n[32];
+    snprintf(n, sizeof(n), "%zu", len);
+    req_add_header(r, "Content-Length", n);
+}
+
 /* The single exit of every request: exactly once per req. */
 static void send_reply(struct req *r, int status, const char *content_type,
                        const void *data, size_t len)
@@ -91,7 +99,9 @@ static void send_reply(struct req *r, int status, const char *content_type,
             req_add_header(r, "Content-Type", content_type);
         if (r->srv->shutting_down)
             evhtp_request_set_keepalive(ev, 0);
-        if (len)
+        if (r->method == HTTP_HEAD)
+            head_content_length(r, len); /* the GET's headers, no body */
+        else if (len)
             evbuffer_add(ev->buffer_out, data, len);
         bool paused = ev->conn->flags & EVHTP_CONN_FLAG_PAUSED;
         evhtp_send_reply(ev, (evhtp_res)status);

@@ -144,8 +144,18 @@ void store_chat_delete(struct pg_pool *pg, const char *id,
                        const char *owner_id, pg_cb cb, void *arg)
 {
     const char *p[] = {id, owner_id};
+    /* The chat's attachments go with it; the answer lists the blobs no
+     * other attachment shares (the outer query sees the rows from before
+     * the delete, so the deleted ones are excluded by id). */
     pg_query(pg,
-             "UPDATE chats c SET deleted_at = now(), updated_at = now()"
-             " WHERE c.id = $1 AND " OWNED " RETURNING c.id",
+             "WITH c AS (UPDATE chats c SET deleted_at = now(),"
+             " updated_at = now() WHERE c.id = $1 AND " OWNED
+             " RETURNING c.id),"
+             " d AS (DELETE FROM attachments a WHERE a.chat_id IN"
+             " (SELECT id FROM c) RETURNING a.id, a.sha256)"
+             " SELECT c.id, (SELECT string_agg(DISTINCT d.sha256, ',')"
+             " FROM d WHERE NOT EXISTS (SELECT 1 FROM attachments x"
+             " WHERE x.sha256 = d.sha256 AND x.id NOT IN"
+             " (SELECT id FROM d))) FROM c",
              2, p, cb, arg);
 }

@@ -239,6 +239,15 @@ def test_create_needs_a_json_object(server, user):
     assert chat_rows(server, user) == []
 
 
+def test_unauthenticated_bad_body_gets_401(server):
+    """Authentication is checked before the body is parsed: a stranger
+    learns nothing from the body's verdict."""
+    for data, ctype in [("{", "application/json"), ("x", "text/plain")]:
+        r = server.post("/chats", data=data,
+                        headers={"Content-Type": ctype})
+        assert_problem(r, 401)
+
+
 def test_unauthenticated(server, user):
     chat = create_chat(server, user)
     cid = chat["id"]

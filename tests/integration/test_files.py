@@ -350,3 +350,70 @@ def test_traversal_refused(files_srv, tmp_path):
     r = srv.get(f"{base}/files", token=tok)
     assert {i["name"]: i["type"] for i in r.json()["items"]}["link_etc"] \
         == "symlink"
+
+
+def head_raw(srv, path, token):
+    """A HEAD request on its own connection, read to the close: returns the
+    header block and whatever came after it."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        s.sendall(f"HEAD /api/v1{path} HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {token}\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        data = b""
+        while got := s.recv(65536):
+            data += got
+    finally:
+        s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head.decode(), rest
+
+
+def test_head_sends_headers_only(files_srv):
+    """HEAD answers what GET would, without a body: JSON routes, streamed
+    downloads and the streamed archive."""
+    srv = files_srv
+    user = register(srv)
+    chat = new_chat(srv, user)
+    base = f"/chats/{chat}"
+    data = b"z" * 70000
+    r = srv.request("PUT", f"{base}/files/content", token=user.access,
+                    params={"path": "z.bin"}, data=data)
+    assert r.status_code == 204, r.text
+    got = srv.get(f"/chats/{chat}", token=user.access)
+    head, rest = head_raw(srv, f"/chats/{chat}", user.access)
+    assert head.startswith("HTTP/1.1 200") and rest == b""
+    assert f"content-length: {len(got.content)}" in head.lower()
+    head, rest = head_raw(srv, f"{base}/files/content?path=z.bin",
+                          user.access)
+    assert head.startswith("HTTP/1.1 200") and rest == b""
+    assert f"content-length: {len(data)}" in head.lower()
+    head, rest = head_raw(srv, f"{base}/files/archive", user.access)
+    assert head.startswith("HTTP/1.1 200") and rest == b""
+    # The server is still serving, and the file is intact.
+    r = srv.get(f"{base}/files/content", token=user.access,
+                params={"path": "z.bin"})
+    assert r.status_code == 200 and r.content == data
+
+
+def test_deleting_a_chat_collects_its_blobs(files_srv):
+    """A deleted chat's attachments go with it; a blob another chat still
+    uses stays."""
+    srv = files_srv
+    user = register(srv)
+    one, two = new_chat(srv, user), new_chat(srv, user)
+    shared, own = os.urandom(2048), os.urandom(2048)
+    for chat, data in [(one, shared), (two, shared), (one, own)]:
+        r = upload(srv, user, chat, data, ctype="application/octet-stream")
+        assert r.status_code == 201, r.text
+    names = {hashlib.sha256(d).hexdigest() for d in (shared, own)}
+    assert names <= {os.path.basename(p) for p in blobs(srv)}
+    r = srv.delete(f"/chats/{one}", token=user.access)
+    assert r.status_code == 204, r.text
+    left = {os.path.basename(p) for p in blobs(srv)}
+    assert hashlib.sha256(shared).hexdigest() in left
+    assert hashlib.sha256(own).hexdigest() not in left
+    assert srv.db.scalar("SELECT count(*) FROM attachments WHERE chat_id"
+                         " = %s", (one,)) == 0
+    r = srv.get(f"/chats/{two}/attachments", token=user.access)
+    assert len(r.json()["items"]) == 1

@@ -58,6 +58,23 @@ def test_body_too_large_content_length(small_body_server):
     assert user_count(srv, email) == 1
 
 
+def test_shutdown_while_a_413_lingers(small_body_server):
+    """A socket answered 413 at close waits for the client to read; a
+    shutdown in that window frees it (the sanitizer would report a leak)."""
+    srv = small_body_server
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        s.sendall(b"POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\n"
+                  b"Content-Length: 999999\r\n\r\n{")
+        assert s.recv(65536).startswith(b"HTTP/1.1 413")
+        # The client keeps the socket open: the server lingers on it.
+        assert srv.stop() == 0
+        srv.assert_clean_exit()
+    finally:
+        s.close()
+
+
 def _chunks(data, size=512, delay=0.0):
     for i in range(0, len(data), size):
         if delay:
