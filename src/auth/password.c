@@ -26,6 +26,7 @@
  * slice adds near 1 ms. */
 #define SLICE_US 500
 #define SLICE_MAX_US (2 * SLICE_US)
+#define WALL_DECAY 0.998 /* per slice: a few hundred slices a second */
 #define CHUNK_ITER 64     /* iterations between clock checks */
 #define SALT_LEN 16
 #define HASH_LEN 32
@@ -55,8 +56,10 @@ struct hasher {
     uint64_t iter_per_sec; /* measured while hashing */
     /* Iterations per second of wall time while jobs are queued: what the
      * share actually yields on a busy loop (timers fire late, the process
-     * shares its core), measured from one slice's start to the next. */
-    uint64_t wall_rate;
+     * shares its core), from one slice's start to the next. Decaying sums
+     * of iterations and of time, not an average of per-slice rates, which
+     * a few long stalls among many short gaps would hardly move. */
+    double wall_iters, wall_us;
     uint64_t prev_start_us, prev_iters;
     uint64_t last_end_us;  /* when the previous slice ended */
     uint64_t planned_us;   /* the pause it asked for */
@@ -106,8 +109,10 @@ int hasher_pending(const struct hasher *h)
  * rate hashing got lately (before any: the hashing speed times share). */
 static double wait_ms(const struct hasher *h, uint64_t iters)
 {
-    double rate = h->wall_rate ? (double)h->wall_rate
-                               : (double)h->iter_per_sec * h->share;
+    double rate = h->wall_us > 0 ? h->wall_iters * 1e6 / h->wall_us
+                                 : (double)h->iter_per_sec * h->share;
+    if (rate < 1000)
+        rate = 1000;
     return (double)(h->backlog + iters) * 1000.0 / rate;
 }
 
@@ -229,11 +234,12 @@ static void on_slice(evutil_socket_t fd, short what, void *arg)
     uint64_t spent = now - start;
     if (spent > 0 && iters > 0)
         h->iter_per_sec = smooth_rate(h->iter_per_sec, iters * 1000000 / spent);
-    if (h->prev_start_us && start > h->prev_start_us)
-        h->wall_rate = smooth_rate(
-            h->wall_rate ? h->wall_rate
-                         : (uint64_t)((double)h->iter_per_sec * h->share),
-            h->prev_iters * 1000000 / (start - h->prev_start_us));
+    if (h->prev_start_us && start > h->prev_start_us) {
+        /* the last second or so of hashing weighs most */
+        h->wall_iters = h->wall_iters * WALL_DECAY + (double)h->prev_iters;
+        h->wall_us = h->wall_us * WALL_DECAY +
+                     (double)(start - h->prev_start_us);
+    }
     h->prev_start_us = start;
     h->prev_iters = iters;
     h->last_end_us = now;
