@@ -20,6 +20,13 @@ static struct bus_event *ring_at(const struct bus_chat *c, int i)
     return c->ring[(c->ring_head + i) % c->ring_cap];
 }
 
+/* What an event held by a ring costs: its struct and both buffers as
+ * allocated, so the caps bound memory, not just payload. */
+static size_t ring_cost(const struct bus_event *ev)
+{
+    return sizeof(*ev) + ev->sse.cap + ev->data.cap;
+}
+
 static void rings_unlink(struct bus *b, struct bus_chat *c)
 {
     if (!c->in_rings)
@@ -52,7 +59,7 @@ static void rings_touch(struct bus *b, struct bus_chat *c)
 static void ring_pop(struct bus *b, struct bus_chat *c)
 {
     struct bus_event *ev = ring_at(c, 0);
-    size_t size = ev->sse.len + ev->data.len;
+    size_t size = ring_cost(ev);
     c->ring_bytes -= size;
     b->stats.ring_bytes -= size;
     bus_event_release(ev);
@@ -104,7 +111,7 @@ static void ring_push(struct bus *b, struct bus_chat *c, struct bus_event *ev)
     int max = b->srv->cfg->bus_stream_maxlen;
     if (max <= 0 || max > BUS_RING_MAX)
         max = BUS_RING_MAX;
-    size_t size = ev->sse.len + ev->data.len;
+    size_t size = ring_cost(ev);
     if (c->ring_n > 0 && ring_at(c, c->ring_n - 1)->seq + 1 != ev->seq)
         ring_clear(b, c); /* a jump (seq reloaded): keep it contiguous */
     while (c->ring_n > 0 &&

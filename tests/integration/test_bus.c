@@ -810,7 +810,7 @@ static void case_ring_total_cap(bool redis)
         assert_int_equal(s0.ring_bytes, 0);
         assert_int_equal(s0.ring_evictions, 0);
     } else {
-        /* 200 events of about 60 bytes: well over the cap. */
+        /* 200 events of a few hundred bytes each: far over the cap. */
         assert_true(s0.ring_bytes > 0 && s0.ring_bytes <= 4096);
         assert_true(s0.ring_evictions > 100);
     }
