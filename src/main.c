@@ -390,7 +390,7 @@ static int serve(const struct config *cfg)
     if (open_pipeline(&srv) < 0)
         goto out;
     srv.hasher = hasher_new(srv.base, cfg->pbkdf2_cpu_share,
-                            cfg->hash_queue_max);
+                            cfg->hash_queue_max, cfg->hash_queue_max_wait_ms);
     srv.auth_cache = auth_cache_new(cfg->auth_cache_ttl_ms);
     srv.rl_ip = ratelimit_new(cfg->rate_auth_ip_per_min, RATELIMIT_KEYS);
     srv.rl_account = ratelimit_new(cfg->rate_auth_account_per_min,

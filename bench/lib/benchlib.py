@@ -75,25 +75,40 @@ def setup(base, nchats, chanfile):
 
 def logins(base, credfile, rate, secs):
     """POST /auth/login at RATE per second for SECS (shape 9), each on its
-    own thread so a slow answer does not hold the pace back."""
+    own thread so a slow answer does not hold the pace back. Each attempt
+    is made once: a 429 (the hashing queue is full) is counted as refused,
+    with its Retry-After, and not retried, so the offered load stays RATE.
+    Outcomes: served (200), refused (429), timed out (no answer in 30 s),
+    other (any other status or a broken connection)."""
     cred = json.load(open(credfile))
-    times, statuses, lock = [], {}, threading.Lock()
+    lat = {"served": [], "refused": []}
+    counts = {"served": 0, "refused": 0, "timed_out": 0, "other": 0}
+    statuses, retry_after, lock = {}, [], threading.Lock()
 
     def one():
         t0 = time.monotonic()
+        ra = None
         try:
             api = Api(base)
             api.conn.request("POST", "/api/v1/auth/login", body=json.dumps(cred),
                              headers={"Content-Type": "application/json"})
             r = api.conn.getresponse()
             r.read()
-            status = str(r.status)
+            status, ra = str(r.status), r.getheader("Retry-After")
+        except TimeoutError:
+            status = "timeout"
         except OSError as e:
             status = type(e).__name__
+        ms = (time.monotonic() - t0) * 1000
+        kind = {"200": "served", "429": "refused", "timeout": "timed_out"}.get(
+            status, "other")
         with lock:
             statuses[status] = statuses.get(status, 0) + 1
-            if status == "200":
-                times.append((time.monotonic() - t0) * 1000)
+            counts[kind] += 1
+            if kind in lat:
+                lat[kind].append(ms)
+            if ra is not None and ra.isdigit():
+                retry_after.append(int(ra))
 
     threads, start = [], time.monotonic()
     for i in range(int(rate * secs)):
@@ -104,10 +119,19 @@ def logins(base, credfile, rate, secs):
         t.start()
         threads.append(t)
     for t in threads:
-        t.join(30)
-    print(json.dumps({"logins": len(times), "errors": sum(statuses.values()) - len(times),
-                      "statuses": statuses,
-                      "lat_ms": {"p50": pct(times, 50), "p99": pct(times, 99)}}))
+        t.join(35)
+    served = lat["served"]
+    print(json.dumps({
+        "offered": len(threads), "offered_per_s": rate, **counts,
+        "served_per_s": round(len(served) / secs, 2),
+        "logins": len(served), "errors": len(threads) - len(served),
+        "statuses": statuses,
+        "lat_ms": {"p50": pct(served, 50), "p99": pct(served, 99),
+                   "max": max(served) if served else None},
+        "refused_ms": {"p50": pct(lat["refused"], 50),
+                       "p99": pct(lat["refused"], 99)},
+        "retry_after_s": {"min": min(retry_after) if retry_after else None,
+                          "max": max(retry_after) if retry_after else None}}))
 
 
 class SseReader(threading.Thread):

@@ -49,24 +49,35 @@ def storm(recs):
 
 
 def md_storm(d, lines):
-    lines += ["## 9. Login storm (20 logins/s during shape 3's top step)", "",
-              "| server | rate/s per channel | p99 ms alone | p99 ms with logins | rise ms | logins | login p99 ms |",
-              "|---|---|---|---|---|---|---|"]
+    rate = next((x["rate"] for x in d.values()), "?")
+    lines += [f"## 9. Login storm (logins during shape 3's chats at {rate} events/s per chat)", "",
+              "| server | rate/s per channel | p99 ms alone | p99 ms with logins | rise ms "
+              "| logins offered | served | refused (429) | timed out | other "
+              "| served p99 ms | refused p99 ms | Retry-After s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, x in d.items():
         lg = x.get("logins") or {}
+        ra = lg.get("retry_after_s") or {}
         lines.append(f"| {name} | {x['rate']} | {fmt(x.get('alone_p99_ms'))} | "
                      f"{fmt(x.get('storm_p99_ms'))} | {fmt(x.get('p99_rise_ms'))} | "
-                     f"{fmt(lg.get('logins'))} ok, {fmt(lg.get('errors'))} failed "
-                     f"({', '.join(f'{k}: {v}' for k, v in sorted((lg.get('statuses') or {}).items()))}) | "
-                     f"{fmt((lg.get('lat_ms') or {}).get('p99'))} |")
+                     f"{fmt(lg.get('offered'))} ({fmt(lg.get('offered_per_s'))}/s) | "
+                     f"{fmt(lg.get('served'))} ({fmt(lg.get('served_per_s'))}/s) | "
+                     f"{fmt(lg.get('refused'))} | {fmt(lg.get('timed_out'))} | "
+                     f"{fmt(lg.get('other'))} | "
+                     f"{fmt((lg.get('lat_ms') or {}).get('p99'))} | "
+                     f"{fmt((lg.get('refused_ms') or {}).get('p99'))} | "
+                     f"{fmt(ra.get('min'))}-{fmt(ra.get('max'))} |")
     lines.append("")
     for name, x in d.items():
         r = x.get("p99_rise_ms")
         lg = x.get("logins") or {}
+        lost = x.get("storm_lost")
         lines.append(f"- {name}: p99 rises by less than 5 ms: "
                      f"{'met' if r is not None and r < 5 else 'NOT met'} ({fmt(r)} ms); "
-                     f"logins served: {fmt(lg.get('logins'))} of "
-                     f"{fmt((lg.get('logins') or 0) + (lg.get('errors') or 0))}")
+                     f"events lost alone / with logins: {fmt(x.get('alone_lost'))} / "
+                     f"{fmt(lost)}; logins served {fmt(lg.get('served'))}, refused at once "
+                     f"{fmt(lg.get('refused'))}, timed out {fmt(lg.get('timed_out'))} "
+                     f"of {fmt(lg.get('offered'))}")
     lines.append("")
 
 

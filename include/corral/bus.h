@@ -137,6 +137,9 @@ struct bus_stats {
     uint64_t replay_bus;   /* replay pages served by the bus (memory ring,
                               redis XRANGE) */
     uint64_t failed;       /* publishes that completed with -1 */
+    uint64_t ring_bytes;   /* memory: bytes held by all replay rings */
+    uint64_t ring_evictions; /* memory: events dropped for
+                                bus_ring_total_bytes */
 };
 void bus_get_stats(const struct bus *b, struct bus_stats *out);
 

@@ -56,6 +56,7 @@ struct config {
     int pbkdf2_iterations;
     double pbkdf2_cpu_share;  /* fraction of loop time for hashing */
     int hash_queue_max;       /* hashes waiting before 429 */
+    int hash_queue_max_wait_ms; /* expected wait past which: 429 */
     int min_password_length;
     int rate_auth_ip_per_min;      /* register/login/refresh per IP */
     int rate_auth_account_per_min; /* login attempts per email */
@@ -93,6 +94,7 @@ struct config {
     int event_batch_max;      /* events per group commit */
     int sse_heartbeat_s;
     int64_t sse_max_pending_bytes; /* a subscriber's unsent output cap */
+    int64_t bus_ring_total_bytes;  /* memory bus: all replay rings */
     int bus_stream_maxlen;    /* redis: MAXLEN ~ per chat stream */
     bool bench_publish;
 };

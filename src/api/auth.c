@@ -184,6 +184,7 @@ static void ip_rate_then(struct req *r, void (*next)(struct req *r))
 static void queue_full(struct req *r)
 {
     flow_clear(r->state);
+    metrics_count(r->srv->metrics, "hash_queue_full", 1);
     req_rate_limited(r, hasher_retry_after(r->srv->hasher),
                      "hash_queue_full");
 }

@@ -87,6 +87,8 @@ struct bus_chat {
     struct bus_event **ring;
     int ring_head, ring_n, ring_cap;
     size_t ring_bytes;
+    struct bus_chat *rprev, *rnext; /* the bus's ring list, by last push */
+    bool in_rings;
     /* redis: stream position and the watch init */
     uint64_t pos_ms, pos_sq;    /* last entry id read */
     bool init_got;              /* XREVRANGE answered */
@@ -174,6 +176,8 @@ struct bus {
     struct bus_sub *grave;
     struct event gc_timer;
     struct bus_op *ops;
+    /* memory: chats with a non-empty ring, least recently pushed first */
+    struct bus_chat *rings_head, *rings_tail;
     struct bus_stats stats;
     bool freeing;
 };

@@ -3,7 +3,11 @@
  * ring of its most recent durable events (contiguous seqs, at most
  * BUS_RING_MAX events, bus_stream_maxlen if smaller, and BUS_RING_BYTES)
  * so that a client resuming from a recent id replays without touching the
- * log. The ring goes with the chat's state when the chat is idle. */
+ * log. The ring goes with the chat's state when the chat is idle. All
+ * rings together hold at most bus_ring_total_bytes: past it the oldest
+ * events of the ring pushed to longest ago go first (a thousand busy chats
+ * would otherwise hold 256 MiB); a resume from before a ring's first event
+ * reads the log, as one from a dropped chat does. */
 #include <stdlib.h>
 
 #include "bus_int.h"
@@ -16,22 +20,75 @@ static struct bus_event *ring_at(const struct bus_chat *c, int i)
     return c->ring[(c->ring_head + i) % c->ring_cap];
 }
 
-static void ring_pop(struct bus_chat *c)
+/* What an event held by a ring costs: its struct and both buffers as
+ * allocated, so the caps bound memory, not just payload. */
+static size_t ring_cost(const struct bus_event *ev)
+{
+    return sizeof(*ev) + ev->sse.cap + ev->data.cap;
+}
+
+static void rings_unlink(struct bus *b, struct bus_chat *c)
+{
+    if (!c->in_rings)
+        return;
+    if (c->rprev)
+        c->rprev->rnext = c->rnext;
+    else
+        b->rings_head = c->rnext;
+    if (c->rnext)
+        c->rnext->rprev = c->rprev;
+    else
+        b->rings_tail = c->rprev;
+    c->rprev = c->rnext = NULL;
+    c->in_rings = false;
+}
+
+/* c was just pushed to: it goes last in the eviction order. */
+static void rings_touch(struct bus *b, struct bus_chat *c)
+{
+    rings_unlink(b, c);
+    c->rprev = b->rings_tail;
+    if (b->rings_tail)
+        b->rings_tail->rnext = c;
+    else
+        b->rings_head = c;
+    b->rings_tail = c;
+    c->in_rings = true;
+}
+
+static void ring_pop(struct bus *b, struct bus_chat *c)
 {
     struct bus_event *ev = ring_at(c, 0);
-    c->ring_bytes -= ev->sse.len + ev->data.len;
+    size_t size = ring_cost(ev);
+    c->ring_bytes -= size;
+    b->stats.ring_bytes -= size;
     bus_event_release(ev);
     c->ring_head = (c->ring_head + 1) % c->ring_cap;
     c->ring_n--;
 }
 
-static void ring_clear(struct bus_chat *c)
+static void ring_clear(struct bus *b, struct bus_chat *c)
 {
     while (c->ring_n > 0)
-        ring_pop(c);
+        ring_pop(b, c);
+    rings_unlink(b, c);
     free(c->ring);
     c->ring = NULL;
     c->ring_head = c->ring_cap = 0;
+}
+
+/* Drops the oldest events of the least recently pushed rings until all
+ * rings fit in bus_ring_total_bytes. An emptied ring is freed. */
+static void rings_enforce_total(struct bus *b)
+{
+    uint64_t cap = (uint64_t)b->srv->cfg->bus_ring_total_bytes;
+    while (b->stats.ring_bytes > cap && b->rings_head) {
+        struct bus_chat *c = b->rings_head;
+        ring_pop(b, c);
+        b->stats.ring_evictions++;
+        if (c->ring_n == 0)
+            ring_clear(b, c);
+    }
 }
 
 /* Grows by doubling up to max: most chats hold a few events. */
@@ -54,20 +111,26 @@ static void ring_push(struct bus *b, struct bus_chat *c, struct bus_event *ev)
     int max = b->srv->cfg->bus_stream_maxlen;
     if (max <= 0 || max > BUS_RING_MAX)
         max = BUS_RING_MAX;
-    size_t size = ev->sse.len + ev->data.len;
+    size_t size = ring_cost(ev);
     if (c->ring_n > 0 && ring_at(c, c->ring_n - 1)->seq + 1 != ev->seq)
-        ring_clear(c); /* a jump (seq reloaded): keep it contiguous */
+        ring_clear(b, c); /* a jump (seq reloaded): keep it contiguous */
     while (c->ring_n > 0 &&
            (c->ring_n >= max || c->ring_bytes + size > BUS_RING_BYTES))
-        ring_pop(c);
-    if (size > BUS_RING_BYTES)
+        ring_pop(b, c);
+    if (size > BUS_RING_BYTES ||
+        size > (uint64_t)b->srv->cfg->bus_ring_total_bytes) {
+        ring_clear(b, c); /* the ring would not be contiguous */
         return;
+    }
     if (c->ring_n == c->ring_cap)
         ring_grow(c, max);
     bus_event_retain(ev);
     c->ring[(c->ring_head + c->ring_n) % c->ring_cap] = ev;
     c->ring_n++;
     c->ring_bytes += size;
+    b->stats.ring_bytes += size;
+    rings_touch(b, c);
+    rings_enforce_total(b);
 }
 
 static void mem_start(struct bus *b)
@@ -145,7 +208,7 @@ static int mem_replay(struct bus *b, struct bus_sub *s, int max)
 
 static void mem_chat_free(struct bus *b, struct bus_chat *c)
 {
-    ring_clear(c);
+    ring_clear(b, c);
 }
 
 const struct bus_impl bus_memory_impl = {

@@ -79,6 +79,8 @@ static const struct opt opts[] = {
     {"pbkdf2_cpu_share", OPT_DOUBLE, F(pbkdf2_cpu_share), "0.25", 0.01, 1,
      false},
     {"hash_queue_max", OPT_INT, F(hash_queue_max), "64", 1, 100000, false},
+    {"hash_queue_max_wait_ms", OPT_INT, F(hash_queue_max_wait_ms), "10000", 100,
+     3600000, false},
     {"min_password_length", OPT_INT, F(min_password_length), "8", 1, 1024,
      false},
     {"rate_auth_ip_per_min", OPT_INT, F(rate_auth_ip_per_min), "60", 1,
@@ -139,6 +141,8 @@ static const struct opt opts[] = {
      65536, 1073741824.0, false},
     {"bus_stream_maxlen", OPT_INT, F(bus_stream_maxlen), "10000", 100,
      10000000, false},
+    {"bus_ring_total_bytes", OPT_INT64, F(bus_ring_total_bytes), "67108864",
+     0, 68719476736.0, false},
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)

@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "corral/bus.h"
 #include "corral/chats.h"
 #include "corral/http.h"
 #include "corral/mem.h"
+#include "corral/password.h"
 #include "corral/pg.h"
 #include "corral/server.h"
 
@@ -188,6 +190,20 @@ static void render_pg(const struct server *srv, struct buf *out)
                (double)st.wait_us_total / 1e6);
 }
 
+static void render_bus(const struct bus *b, struct buf *out)
+{
+    struct bus_stats st;
+    bus_get_stats(b, &st);
+    gauge(out, "corral_bus_ring_bytes", "Memory bus: bytes held by all "
+          "chats' replay rings.", (double)st.ring_bytes);
+    buf_printf(out,
+               "# HELP corral_bus_ring_evictions_total Memory bus: events "
+               "dropped from replay rings for bus_ring_total_bytes.\n"
+               "# TYPE corral_bus_ring_evictions_total counter\n"
+               "corral_bus_ring_evictions_total %llu\n",
+               (unsigned long long)st.ring_evictions);
+}
+
 void metrics_render(const struct metrics *m, const struct server *srv,
                     struct buf *out)
 {
@@ -202,6 +218,15 @@ void metrics_render(const struct metrics *m, const struct server *srv,
     gauge(out, "corral_loop_lag_max_seconds", "Largest event-loop lag seen.",
           (double)m->lag_max_us / 1e6);
     render_pg(srv, out);
+    if (srv->hasher) {
+        gauge(out, "corral_hash_queue_pending", "Password hashes queued or "
+              "running.", hasher_pending(srv->hasher));
+        gauge(out, "corral_hash_queue_wait_seconds", "Expected time until "
+              "the queued password hashes are done.",
+              hasher_wait_ms(srv->hasher) / 1e3);
+    }
+    if (srv->bus)
+        render_bus(srv->bus, out);
     if (srv->chats)
         chats_render_metrics(srv->chats, out);
     for (int i = 0; i < NAMED_SLOTS && m->named[i].name; i++)

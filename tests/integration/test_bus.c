@@ -784,6 +784,54 @@ static void case_replay_from_log(bool redis)
     fx_close(&f);
 }
 
+static void tweak_small_rings(struct config *cfg)
+{
+    cfg->bus_ring_total_bytes = 4096;
+}
+
+/* bus_ring_total_bytes caps all memory rings together: the ring pushed to
+ * longest ago loses its oldest events first, and a resume from an evicted
+ * id reads the log, still every event in order. */
+static void case_ring_total_cap(bool redis)
+{
+    struct fx f;
+    static struct done_log log;
+    char a[ID_LEN + 1], b[ID_LEN + 1];
+    fx_open(&f, redis, tweak_small_rings);
+    log.n = 0;
+    new_chat(a);
+    new_chat(b);
+    publish_n(&f, a, 100, &log, 0);
+    WAIT(&f, log.n == 100, 10000);
+    publish_n(&f, b, 100, &log, 100);
+    WAIT(&f, log.n == 200, 10000);
+    struct bus_stats s0 = stats(&f);
+    if (redis) {
+        assert_int_equal(s0.ring_bytes, 0);
+        assert_int_equal(s0.ring_evictions, 0);
+    } else {
+        /* 200 events of a few hundred bytes each: far over the cap. */
+        assert_true(s0.ring_bytes > 0 && s0.ring_bytes <= 4096);
+        assert_true(s0.ring_evictions > 100);
+    }
+    /* a's events went first: a recent id of a now comes from the log. */
+    sub_and_check(&f, a, 95, 100);
+    if (!redis)
+        assert_true(stats(&f).replay_log > s0.replay_log);
+    /* b, pushed to last, still holds its tail. */
+    s0 = stats(&f);
+    sub_and_check(&f, b, 98, 100);
+    assert_int_equal(stats(&f).replay_log, s0.replay_log);
+    assert_true(stats(&f).replay_bus > s0.replay_bus);
+    /* From an evicted id of b, and from the start of a: all, in order. */
+    sub_and_check(&f, b, 10, 100);
+    sub_and_check(&f, a, 0, 100);
+    run_for(f.base, 20);
+    bus_debug_drop_idle(f.bus);
+    assert_int_equal(stats(&f).ring_bytes, 0);
+    fx_close(&f);
+}
+
 static void case_end_chat(bool redis)
 {
     struct fx f;
@@ -1285,6 +1333,7 @@ BOTH(ephemeral_order)
 BOTH(last_seq)
 BOTH(replay_boundary)
 BOTH(replay_from_log)
+BOTH(ring_total_cap)
 BOTH(end_chat)
 BOTH(unsubscribe_in_callback)
 BOTH(db_failure)
@@ -1308,6 +1357,7 @@ int main(void)
         BOTH_TESTS(last_seq),
         BOTH_TESTS(replay_boundary),
         BOTH_TESTS(replay_from_log),
+        BOTH_TESTS(ring_total_cap),
         BOTH_TESTS(end_chat),
         cmocka_unit_test(test_end_chat_other_instance),
         cmocka_unit_test(test_gap_filled_from_log),

@@ -267,6 +267,56 @@ def test_hash_queue_full(make_server):
     assert created == len(ok)
 
 
+def test_hash_queue_bounded_by_wait(make_server):
+    """hash_queue_max_wait_ms: with room for 64 hashes, a burst of logins
+    is admitted only as far as the queued work ends within the wait bound;
+    the rest get 429 at once instead of waiting their turn for seconds."""
+    share, max_wait = 0.25, 1500
+    srv = make_server(env={"CORRAL_PBKDF2_ITERATIONS": "100000",
+                           "CORRAL_PBKDF2_CPU_SHARE": str(share),
+                           "CORRAL_HASH_QUEUE_MAX": "64",
+                           "CORRAL_HASH_QUEUE_MAX_WAIT_MS": str(max_wait)})
+    user = register(srv, password="bounded-wait-1")
+    # Warm the rate estimate (the first slices measure the hashing speed).
+    assert login(srv, user.email, "bounded-wait-1").status_code == 200
+    t0 = time.monotonic()
+    assert login(srv, user.email, "bounded-wait-1").status_code == 200
+    one = time.monotonic() - t0
+    n = 16
+    barrier = threading.Barrier(n)
+
+    def one_login(_):
+        barrier.wait()
+        t = time.monotonic()
+        r = srv.post("/auth/login", json={"email": user.email,
+                                          "password": "bounded-wait-1"},
+                     timeout=60)
+        return r, time.monotonic() - t
+
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(one_login, range(n)))
+    codes = [r.status_code for r, _ in results]
+    print(f"one login {one:.2f} s; statuses {codes}; times",
+          [round(t, 2) for _, t in results])
+    assert set(codes) <= {200, 429}, [r.text for r, _ in results]
+    ok = [t for r, t in results if r.status_code == 200]
+    full = [(r, t) for r, t in results if r.status_code == 429]
+    # About max_wait / one login fit; unbounded, all 16 would have been
+    # queued and the last served after 16 logins' time.
+    assert ok, "nothing admitted"
+    assert len(full) >= n // 2, f"only {len(full)} refused"
+    for r, t in full:
+        assert_problem(r, 429, "hash_queue_full")
+        assert_retry_after(r)
+        assert t < 1.0, f"a refusal must come at once ({t:.2f} s)"
+    # The admitted ones end near the bound (room for a busy machine).
+    assert max(ok) < max_wait / 1000 + 2 * one + 1.0, ok
+    text = requests.get(srv.url("/metrics"), timeout=10).text
+    assert re.search(r"^corral_hash_queue_full_total %d$" % len(full), text,
+                     re.M), text
+    assert re.search(r"^corral_hash_queue_pending 0$", text, re.M)
+
+
 def test_login_flood_keeps_loop_responsive(make_server):
     """20 concurrent logins at the default 600,000 iterations: hashing is
     sliced under the CPU-share cap, so /healthz stays fast throughout and
@@ -274,7 +324,8 @@ def test_login_flood_keeps_loop_responsive(make_server):
     share = 0.5
     srv = make_server(env={"CORRAL_PBKDF2_ITERATIONS": None,  # 600,000
                            "CORRAL_PBKDF2_CPU_SHARE": str(share),
-                           "CORRAL_HASH_QUEUE_MAX": "64"})
+                           "CORRAL_HASH_QUEUE_MAX": "64",
+                           "CORRAL_HASH_QUEUE_MAX_WAIT_MS": "120000"})
     t0 = time.monotonic()
     user = register(srv, password="flood-password")
     one_hash = time.monotonic() - t0
