@@ -19,6 +19,7 @@
 #include "corral/bus.h"
 #include "corral/chats.h"
 #include "corral/child.h"
+#include "corral/spawn.h"
 #include "corral/config.h"
 #include "corral/crypto.h"
 #include "corral/http.h"
@@ -352,6 +353,7 @@ static void server_close(struct server *srv)
             log_warn("sandbox processes still running at exit");
     }
     child_finish_all();
+    spawn_service_stop();
     if (srv->bus)
         bus_free(srv->bus);
     hasher_free(srv->hasher);
@@ -384,8 +386,15 @@ static int serve(const struct config *cfg)
      * need not be able to read the source tree. */
     if (!srv.http || migrate_when_reachable(cfg) < 0 ||
         drop_privileges(cfg) < 0 ||
-        keys_load(cfg, srv.jwt_key, srv.secret_key) < 0 ||
-        open_stores(&srv) < 0)
+        keys_load(cfg, srv.jwt_key, srv.secret_key) < 0)
+        goto out;
+    /* Forked while little is open, after the privilege drop: it starts
+     * sandboxes and helpers as the service user. */
+    if (spawn_service_start() < 0)
+        log_warn("no spawner process (%s): processes start in place",
+                 strerror(errno));
+    spawn_service_attach(srv.base);
+    if (open_stores(&srv) < 0)
         goto out;
     if (open_pipeline(&srv) < 0)
         goto out;

@@ -18,7 +18,7 @@ struct spawn_plan {
     int res[SPAWN_MAX_LIMITS]; /* RLIMIT_* set in the child */
     struct rlimit lim[SPAWN_MAX_LIMITS];
     int nlim;
-    int nice;               /* set by the parent once it runs */
+    int nice;               /* set just before the exec */
     /* internal */
     int max_fd;
     volatile int child_errno;
@@ -32,3 +32,33 @@ struct spawn_plan {
 pid_t spawn_exec(struct spawn_plan *pl);
 
 #endif
+
+/* ---- the spawner process --------------------------------------------- *
+ * vfork holds the loop until the child has exec'd, which on a busy core
+ * takes milliseconds to tens of them. So corrald forks, once, a small
+ * spawner process at start-up; it starts what spawn_async asks for with
+ * CLONE_PARENT, so every process stays corrald's own child (pidfds and
+ * waitpid work as before), and answers with a pidfd. */
+struct event_base;
+struct spawn_req;
+
+/* pidfd >= 0: started (an exec failure shows as exit status 127); else
+ * err says why nothing runs. */
+typedef void (*spawn_done_fn)(void *arg, pid_t pid, int pidfd, int err);
+
+/* Forks the spawner (after the privilege drop: it starts processes as
+ * corrald's user). 0, or -1 when it cannot (spawns then happen in place). */
+int spawn_service_start(void);
+/* Its answers are read from base. */
+void spawn_service_attach(struct event_base *base);
+/* Ends the spawner; processes still being started are killed and
+ * reaped. */
+void spawn_service_stop(void);
+/* Starts pl: done runs later from base, never from inside this call. The
+ * plan's fds are copied before this returns. NULL (errno) if it cannot
+ * even be asked. Without the spawner, vfork here, answered a loop turn
+ * later. */
+struct spawn_req *spawn_async(struct event_base *base, struct spawn_plan *pl,
+                              spawn_done_fn done, void *arg);
+/* done will not run; a process started anyway is killed and reaped. */
+void spawn_cancel(struct spawn_req *req);

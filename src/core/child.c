@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "corral/child.h"
+#include "corral/log.h"
 #include "corral/mem.h"
 #include "corral/server.h"
 #include "corral/spawn.h"
@@ -23,7 +24,10 @@
 
 struct child {
     struct child *next, **pprev; /* every live child (child_finish_all) */
-    pid_t pid;
+    struct event_base *base;
+    struct spawn_req *req;      /* until the spawner answers */
+    char what[64];              /* argv[0], for logs */
+    pid_t pid;                  /* 0 until started */
     int pidfd, out_rd;          /* -1 once closed */
     struct event *ev_out, *ev_exit, *ev_timer;
     struct child_result res;
@@ -32,28 +36,6 @@ struct child {
     child_done_fn done;
     void *arg;
 };
-
-static pid_t spawn(const struct child_spec *spec, int out_w)
-{
-    static char *const envp[] = {"PATH=/usr/bin:/bin", "LC_ALL=C", NULL};
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null < 0)
-        return -1;
-    bool err_null = spec->stderr_null || spec->out_fd >= 0;
-    struct spawn_plan pl = {
-        .path = spec->argv[0],
-        .argv = (char *const *)spec->argv,
-        .envp = envp,
-        .fds = {null, out_w, err_null ? null : out_w, spec->fd3},
-        .nfds = spec->fd3 >= 0 ? 4 : 3,
-        .nice = spec->nice,
-    };
-    pid_t pid = spawn_exec(&pl);
-    int saved = errno;
-    close(null);
-    errno = saved;
-    return pid;
-}
 
 static struct child *live_children;
 
@@ -149,7 +131,55 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct child *c = arg;
     c->res.timed_out = true;
-    kill(c->pid, SIGKILL); /* unreaped: the pid is still this child's */
+    child_kill(c);
+}
+
+/* The spawner's answer: watch the process, or settle as exit 127 when
+ * it could not start. */
+static void on_spawned(void *arg, pid_t pid, int pidfd, int err)
+{
+    struct child *c = arg;
+    c->req = NULL;
+    if (pidfd < 0) {
+        log_warn("cannot start %s: %s", c->what, strerror(err));
+        c->exited = true;
+        c->res.status = W_EXITCODE(127, 0);
+        if (c->ev_timer)
+            event_del(c->ev_timer);
+        close_output(c);
+        settle(c);
+        return;
+    }
+    c->pid = pid;
+    c->pidfd = pidfd;
+    c->ev_exit = event_new(c->base, pidfd, EV_READ | EV_PERSIST,
+                           on_exit_ready, c);
+    event_add(c->ev_exit, NULL);
+    if (c->res.killed)
+        kill(pid, SIGKILL); /* asked before it had started */
+}
+
+static struct spawn_req *spawn(struct child *c, const struct child_spec *spec,
+                               int out_w)
+{
+    static char *const envp[] = {"PATH=/usr/bin:/bin", "LC_ALL=C", NULL};
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0)
+        return NULL;
+    bool err_null = spec->stderr_null || spec->out_fd >= 0;
+    struct spawn_plan pl = {
+        .path = spec->argv[0],
+        .argv = (char *const *)spec->argv,
+        .envp = envp,
+        .fds = {null, out_w, err_null ? null : out_w, spec->fd3},
+        .nfds = spec->fd3 >= 0 ? 4 : 3,
+        .nice = spec->nice,
+    };
+    struct spawn_req *req = spawn_async(c->base, &pl, on_spawned, c);
+    int saved = errno;
+    close(null);
+    errno = saved;
+    return req;
 }
 
 struct child *child_start(struct event_base *base,
@@ -159,36 +189,29 @@ struct child *child_start(struct event_base *base,
     int p[2] = {-1, -1};
     if (spec->out_fd < 0 && pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
         return NULL;
-    pid_t pid = spawn(spec, spec->out_fd >= 0 ? spec->out_fd : p[1]);
+    struct child *c = xcalloc(1, sizeof(*c));
+    c->base = base;
+    c->pidfd = -1;
+    c->done = done;
+    c->arg = arg;
+    snprintf(c->what, sizeof(c->what), "%s", spec->argv[0]);
+    c->req = spawn(c, spec, spec->out_fd >= 0 ? spec->out_fd : p[1]);
     int saved = errno;
     if (p[1] >= 0)
         close(p[1]);
-    int pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
-    if (pidfd < 0) {
-        saved = pid > 0 ? errno : saved;
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0); /* killed: returns at once */
-        }
+    if (!c->req) {
         if (p[0] >= 0)
             close(p[0]);
+        free(c);
         errno = saved;
         return NULL;
     }
-    struct child *c = xcalloc(1, sizeof(*c));
-    c->pid = pid;
-    c->pidfd = pidfd;
     c->out_rd = p[0];
-    c->done = done;
-    c->arg = arg;
     c->next = live_children;
     if (c->next)
         c->next->pprev = &c->next;
     c->pprev = &live_children;
     live_children = c;
-    c->ev_exit = event_new(base, pidfd, EV_READ | EV_PERSIST, on_exit_ready,
-                           c);
-    event_add(c->ev_exit, NULL);
     if (c->out_rd >= 0) {
         c->ev_out = event_new(base, c->out_rd, EV_READ | EV_PERSIST,
                               on_output, c);
@@ -207,12 +230,18 @@ void child_kill(struct child *c)
     if (c->exited)
         return;
     c->res.killed = true;
-    kill(c->pid, SIGKILL);
+    if (c->pid > 0) /* else killed once it has started (on_spawned) */
+        kill(c->pid, SIGKILL);
 }
 
 void child_finish_now(struct child *c)
 {
     child_kill(c);
+    if (c->req) { /* not started yet: the spawner's process is killed */
+        spawn_cancel(c->req);
+        c->req = NULL;
+        c->exited = true;
+    }
     if (!c->exited)
         reap(c, 0); /* SIGKILLed: returns at once */
     close_output(c);

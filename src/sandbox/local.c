@@ -123,6 +123,7 @@ struct sandbox_proc {
     bool detached;            /* the sandbox was closed */
     bool kill_wanted;         /* sandbox_proc_kill before child-pid */
     bool exit_fired;
+    struct spawn_req *req;    /* until the spawner has started bwrap */
     struct local_tomb *tomb;  /* destroy waits for this process */
 };
 
@@ -373,6 +374,8 @@ static void local_proc_free(struct sandbox_proc *p)
         close(p->child_pidfd);
     event_del(&p->ev_defer);
     event_del(&p->ev_kill);
+    if (p->req)
+        spawn_cancel(p->req);
     evbuffer_free(p->inq);
     if (p->tomb)
         local_tomb_release(p->tomb);
@@ -437,7 +440,7 @@ static void local_on_output(evutil_socket_t fd, short what, void *arg)
 static void local_kill_now(struct sandbox_proc *p)
 {
     event_del(&p->ev_kill);
-    if (p->reaped)
+    if (p->reaped || p->pid <= 0) /* not started: on_started kills it */
         return;
     if (p->child_pidfd >= 0)
         syscall(SYS_pidfd_send_signal, p->child_pidfd, SIGKILL, NULL, 0);
@@ -641,8 +644,33 @@ static struct sandbox_proc *local_proc_new(struct sandbox *sb, pid_t pid,
     event_add(&p->ev_out, NULL);
     event_add(&p->ev_err, NULL);
     event_add(&p->ev_info, NULL);
-    event_add(&p->ev_exit, NULL);
+    if (pidfd >= 0)
+        event_add(&p->ev_exit, NULL);
     return p;
+}
+
+/* The spawner's answer for bwrap: watch it, or settle as exit 127. A
+ * kill asked for meanwhile waits for the sandbox's pid 1, as always. */
+static void local_on_started(void *arg, pid_t pid, int pidfd, int err)
+{
+    struct sandbox_proc *p = arg;
+    p->req = NULL;
+    if (pidfd < 0) {
+        log_error("sandbox: cannot start bwrap: %s", strerror(err));
+        p->reaped = true;
+        p->status = W_EXITCODE(127, 0);
+        local_settle(p);
+        return;
+    }
+    p->pid = pid;
+    p->pidfd = pidfd;
+    event_assign(&p->ev_exit, event_get_base(&p->ev_defer), pidfd,
+                 EV_READ | EV_PERSIST, local_on_reap, p);
+    event_add(&p->ev_exit, NULL);
+    if (p->kill_wanted) {
+        p->kill_wanted = false;
+        sandbox_proc_kill(p);
+    }
 }
 
 /* Starts bwrap with argv; the process, or NULL with *err. */
@@ -665,31 +693,23 @@ static struct sandbox_proc *local_launch(struct sandbox *sb,
         .nfds = 4,
     };
     local_plan_limits(&pl, sb->srv->cfg);
-    pid_t pid = spawn_exec(&pl);
-    if (pid < 0) {
-        log_error("sandbox: cannot start %s: %s", sb->bwrap_path,
-                  strerror(errno));
-        *err = "sandbox: cannot start bwrap";
-        goto fail;
-    }
+    /* Started by the spawner: the loop does not wait for the exec. */
+    struct sandbox_proc *p = local_proc_new(sb, 0, -1, in[1], out[0],
+                                            errp[0], info[0]);
+    p->req = spawn_async(sb->srv->base, &pl, local_on_started, p);
+    int saved = errno;
     close(in[0]);
     close(out[1]);
     close(errp[1]);
     close(info[1]);
-    int pidfd = local_pidfd_open(pid);
-    if (pidfd < 0) {
-        /* No pidfds (Linux < 5.3): not supported. bwrap dies at once. */
-        log_error("sandbox: pidfd_open: %s", strerror(errno));
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        close(in[1]);
-        close(out[0]);
-        close(errp[0]);
-        close(info[0]);
-        *err = "sandbox: pidfd_open failed";
+    if (!p->req) {
+        log_error("sandbox: cannot start %s: %s", sb->bwrap_path,
+                  strerror(saved));
+        *err = "sandbox: cannot start bwrap";
+        local_proc_free(p);
         return NULL;
     }
-    return local_proc_new(sb, pid, pidfd, in[1], out[0], errp[0], info[0]);
+    return p;
 fail:
     local_close_pair(in);
     local_close_pair(out);

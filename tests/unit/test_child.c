@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "corral/child.h"
+#include "corral/spawn.h"
 
 struct seen {
     int calls;
@@ -117,12 +118,52 @@ static void test_runs_at_the_given_niceness(void **state)
 
 static void test_missing_program_fails_to_start(void **state)
 {
-    struct event_base *base = event_base_new();
-    struct seen s = {0};
     const char *argv[] = {"/nonexistent/program", NULL};
+    struct seen s = run(argv, 0, -1);
+    assert_int_equal(s.calls, 1);
+    assert_true(WIFEXITED(s.res.status));
+    assert_int_equal(WEXITSTATUS(s.res.status), 127);
+}
+
+/* The spawner's answer event keeps a loop busy: turn it until seen. */
+static void loop_until(struct event_base *base, const struct seen *s)
+{
+    for (int i = 0; i < 10000 && s->calls == 0; i++)
+        event_base_loop(base, EVLOOP_ONCE);
+}
+
+/* Through the spawner process: the same outcomes, and the processes are
+ * ours (reaped through their pidfds). */
+static void test_through_the_spawner(void **state)
+{
+    assert_int_equal(spawn_service_start(), 0);
+    const char *argv[] = {"/bin/sh", "-c", "echo out; exit 3", NULL};
+    struct event_base *base = event_base_new();
+    spawn_service_attach(base);
+    struct seen s = {0};
     struct child_spec spec = {argv, -1, -1, 0, false, 0};
-    assert_null(child_start(base, &spec, on_done, &s));
-    assert_int_equal(s.calls, 0);
+    assert_non_null(child_start(base, &spec, on_done, &s));
+    loop_until(base, &s);
+    assert_int_equal(s.calls, 1);
+    assert_int_equal(WEXITSTATUS(s.res.status), 3);
+    assert_string_equal(s.out, "out\n");
+    /* Killed before the spawner answered: still killed and reaped. */
+    const char *sleeper[] = {"/bin/sleep", "30", NULL};
+    struct seen k = {0};
+    struct child_spec ks = {sleeper, -1, -1, 0, false, 0};
+    struct child *c = child_start(base, &ks, on_done, &k);
+    assert_non_null(c);
+    child_kill(c);
+    loop_until(base, &k);
+    assert_int_equal(k.calls, 1);
+    assert_true(k.res.killed);
+    /* Finished at shutdown before it started. */
+    struct seen f = {0};
+    c = child_start(base, &ks, on_done, &f);
+    child_finish_now(c);
+    assert_int_equal(f.calls, 1);
+    spawn_service_stop();
+    assert_int_equal(waitpid(-1, NULL, WNOHANG), -1); /* nothing left */
     event_base_free(base);
 }
 
@@ -136,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_finish_now_calls_back_before_returning),
         cmocka_unit_test(test_missing_program_fails_to_start),
         cmocka_unit_test(test_runs_at_the_given_niceness),
+        cmocka_unit_test(test_through_the_spawner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
