@@ -60,7 +60,7 @@ static bool send_reply_ok(struct req *r, const struct pg_reply *reply,
     if (reply->status != PG_OK)
         req_store_error(r, reply->status, reply->errmsg);
     else
-        req_problem(r, 404, "not_found", "no such %s", what);
+        req_problem(r, 404, "not_found", "no such %s", what ? what : "row");
     return false;
 }
 
