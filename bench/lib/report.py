@@ -213,6 +213,19 @@ def cpu_ratio(a, b):
                  rb[x].get("cpu_us_per_delivery")), x
 
 
+def rate_ratios(d):
+    """corral / nchan: sustainable rate, and CPU-µs per delivery at the
+    highest rate both passed."""
+    out = {}
+    for c in CORRALS:
+        if c in d and "nchan" in d:
+            cr, at = cpu_ratio(d[c], d["nchan"])
+            out[c] = {"sustainable_rate": ratio(d[c]["sustainable_rate"],
+                                                d["nchan"]["sustainable_rate"]),
+                      "cpu_us_per_delivery": cr, "cpu_compared_at_rate": at}
+    return out
+
+
 def summarize(recs):
     by = {}
     for r in recs:
@@ -228,10 +241,9 @@ def summarize(recs):
             continue
         if shape == 1:
             res["1"] = idle(rs)
-        elif shape == 2:
-            res["2"] = rates(rs, 100)
-        elif shape == 3:
-            res["3"] = rates(rs, 20)
+        elif shape in (2, 3):
+            res[str(shape)] = rates(rs, 100 if shape == 2 else 20)
+            res[f"{shape}_ratios"] = rate_ratios(res[str(shape)])
         elif shape in (4, 5):
             res[str(shape)] = stress(rs)
         elif shape == 6:
