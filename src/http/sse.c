@@ -40,6 +40,8 @@
 #include "corral/sse.h"
 
 #define SSE_IOV 64
+#define SSE_Q0 4          /* a queue's first array: items */
+#define SSE_QCACHE 4096   /* first arrays kept for reuse: at most 512 KiB */
 #define SSE_HOLD_HIGH (256u << 10) /* replay pauses above this backlog */
 #define SSE_USER_LEN 36
 
@@ -106,6 +108,8 @@ struct sse_hub {
     struct event flush_ev;
     struct sse_conn *flush_head;
     struct sse_conn *grave;
+    struct qfree *qfree;        /* spare first arrays (SSE_Q0 items) */
+    uint32_t nqfree;
     size_t cap, hold_high, hold_low;
     struct sse_stats stats;
     bool freeing;
@@ -118,13 +122,49 @@ static struct sse_item *q_at(struct sse_conn *c, uint32_t i)
     return &c->q[(c->qhead + i) % c->qcap];
 }
 
+/* A spare queue array: the first pointer of its memory links the next. */
+struct qfree {
+    struct qfree *next;
+};
+
+/* An idle connection keeps no queue, so a fan-out would allocate and free
+ * one per delivery; the hub keeps the small first arrays for reuse
+ * instead (bounded: SSE_QCACHE). */
+static struct sse_item *q_alloc(struct sse_hub *h)
+{
+    struct qfree *f = h->qfree;
+    if (!f)
+        return xcalloc(SSE_Q0, sizeof(struct sse_item));
+    h->qfree = f->next;
+    h->nqfree--;
+    return (struct sse_item *)(void *)f;
+}
+
+static void q_release(struct sse_hub *h, struct sse_item *q, uint32_t cap)
+{
+    if (cap != SSE_Q0 || h->nqfree >= SSE_QCACHE || h->freeing) {
+        free(q);
+        return;
+    }
+    struct qfree *f = (struct qfree *)(void *)q;
+    f->next = h->qfree;
+    h->qfree = f;
+    h->nqfree++;
+}
+
 static void q_grow(struct sse_conn *c)
 {
-    uint32_t cap = c->qcap ? c->qcap * 2 : 4;
+    if (c->qcap == 0) {
+        c->q = q_alloc(c->hub);
+        c->qcap = SSE_Q0;
+        c->qhead = 0;
+        return;
+    }
+    uint32_t cap = c->qcap * 2;
     struct sse_item *q = xcalloc(cap, sizeof(*q));
     for (uint32_t i = 0; i < c->qlen; i++)
         q[i] = *q_at(c, i);
-    free(c->q);
+    q_release(c->hub, c->q, c->qcap);
     c->q = q;
     c->qcap = cap;
     c->qhead = 0;
@@ -142,7 +182,7 @@ static void q_pop(struct sse_conn *c)
     c->qhead = (c->qhead + 1) % c->qcap;
     c->off = 0;
     if (--c->qlen == 0) { /* idle connections keep no queue */
-        free(c->q);
+        q_release(c->hub, c->q, c->qcap);
         c->q = NULL;
         c->qcap = c->qhead = 0;
     }
@@ -478,6 +518,11 @@ void sse_hub_free(struct sse_hub *h)
         c->in_flush = false;
     h->flush_head = NULL;
     hub_sweep(h);
+    while (h->qfree) {
+        struct qfree *f = h->qfree;
+        h->qfree = f->next;
+        free(f);
+    }
     event_del(&h->flush_ev);
     event_del(&h->tick_ev);
     free(h->slots);

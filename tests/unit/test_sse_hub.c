@@ -3,7 +3,8 @@
  * calls the hub makes are defined here, so the real bus is not linked).
  * Checked: the socket gets TCP_NODELAY, frames queued in one loop turn go
  * out in one write, one flush serves every connection scheduled in a turn,
- * and all connections share the event's one frame (refcount back to 1). */
+ * all connections share the event's one frame (refcount back to 1), and
+ * queues grow and reuse the hub's spare arrays safely. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -236,6 +237,37 @@ static void test_fanout_one_flush(void **state)
     bus_ev_free(ev);
 }
 
+/* More frames than a queue's first array holds (it grows), then turns
+ * that reuse the hub's spare arrays: every frame arrives, in order, and
+ * ASan sees no array used after its release. */
+static void test_queue_growth_and_reuse(void **state)
+{
+    struct fx *f = *state;
+    open_streams(f, 3);
+    struct bus_event *ev[10];
+    for (int i = 0; i < 10; i++)
+        ev[i] = event(i + 1);
+    for (int turn = 0; turn < 3; turn++) {
+        int n = turn == 0 ? 10 : 1; /* 10: grows past 4 items */
+        for (int k = 0; k < 3; k++)
+            for (int i = 0; i < n; i++)
+                subs[k]->cbs->on_event(subs[k]->arg, ev[i]);
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+        for (int k = 0; k < 3; k++) {
+            char buf[1024], want[1024] = "";
+            for (int i = 0; i < n; i++)
+                strncat(want, ev[i]->sse.data, ev[i]->sse.len);
+            assert_int_equal(read_some(f->client[k], buf, sizeof(buf)),
+                             (ssize_t)strlen(want));
+            assert_string_equal(buf, want);
+        }
+    }
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(ev[i]->refs, 1);
+        bus_ev_free(ev[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +275,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_write_per_turn, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fanout_one_flush, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_queue_growth_and_reuse, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
