@@ -289,7 +289,7 @@ def md_rates(title, d, limit, lines, target_note):
     lines += [title, "",
               f"Each server (with, for corral, its PostgreSQL and Redis) under a CPU quota of "
               f"{quota}% of one core." if quota else
-              "No CPU quota (cgroups not writable): each server had a whole core.", "",
+              "No CPU quota (none set, or cgroups not writable): each server had a whole core.", "",
               "| server | rate/s per channel | published/s per channel | p50 ms | p99 ms | lost | events/s | client CPU % | server CPU % (db) | CPU-µs per delivery | throttled % | ok |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in d.items():
