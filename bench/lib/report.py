@@ -156,6 +156,34 @@ def idle(recs):
     return out
 
 
+def step_cpu(r, events):
+    """The server's CPU over a step's publishing window (bench/run cpu_snap):
+    % of one core, CPU-µs per delivered event, the share of CPU periods
+    throttled. With the cgroups: the server's group plus its database side
+    (PostgreSQL and Redis, for corral); else the server's own /proc time."""
+    c = r.get("cpu") or {}
+    a, b = c.get("before") or {}, c.get("after") or {}
+    if not a or not b:
+        return {}
+    wall = (b["wall_ns"] - a["wall_ns"]) / 1e9
+    out = {}
+    if a.get("srv_ns") is not None:
+        srv = (b["srv_ns"] - a["srv_ns"]) / 1e9
+        db = (b["db_ns"] - a["db_ns"]) / 1e9
+    else:
+        srv, db = b["proc_s"] - a["proc_s"], 0.0
+    total = srv + db
+    if wall > 0:
+        out["server_cpu_pct"] = round(100 * total / wall, 1)
+        out["db_cpu_pct"] = round(100 * db / wall, 1)
+    if events:
+        out["cpu_us_per_delivery"] = round(total * 1e6 / events, 3)
+    if a.get("periods") is not None and b["periods"] > a["periods"]:
+        out["throttled_pct"] = round(100 * (b["throttled"] - a["throttled"])
+                                     / (b["periods"] - a["periods"]), 1)
+    return out
+
+
 def rates(recs, limit):
     out = {}
     for r in recs:
@@ -165,16 +193,47 @@ def rates(recs, limit):
             and lost(sub) == 0 and pub.get("errors", 1) == 0 \
             and sub.get("events", 0) > 0 \
             and (pub.get("rate") or 0) >= 0.95 * r["rate"]
-        s = out.setdefault(r["server"], {"steps": [], "sustainable_rate": 0})
-        s["steps"].append({"rate": r["rate"], "ok": ok,
-                           "p50_ms": (sub.get("lat_ms") or {}).get("p50"),
-                           "p99_ms": p99, "lost": lost(sub) if sub else None,
-                           "events_per_s": sub.get("events_per_s"),
-                           "published": pub.get("published"),
-                           "published_per_s": pub.get("rate"),
-                           "client_cpu_pct": (sub.get("cpu") or {}).get("pct")})
+        s = out.setdefault(r["server"], {"steps": [], "sustainable_rate": 0,
+                                         "cpu_quota_pct": r.get("cpu_quota_pct")})
+        st = {"rate": r["rate"], "ok": ok,
+              "p50_ms": (sub.get("lat_ms") or {}).get("p50"),
+              "p99_ms": p99, "lost": lost(sub) if sub else None,
+              "events_per_s": sub.get("events_per_s"),
+              "published": pub.get("published"),
+              "published_per_s": pub.get("rate"),
+              "client_cpu_pct": (sub.get("cpu") or {}).get("pct")}
+        st.update(step_cpu(r, sub.get("events")))
+        s["steps"].append(st)
         if ok and r["rate"] > s["sustainable_rate"]:
             s["sustainable_rate"] = r["rate"]
+    for s in out.values():
+        s["steps"].sort(key=lambda st: st["rate"])
+    return out
+
+
+def cpu_ratio(a, b):
+    """corral / baseline CPU-µs per delivery at the highest rate both
+    passed (lower is better), and that rate."""
+    ra = {st["rate"]: st for st in a["steps"] if st["ok"]}
+    rb = {st["rate"]: st for st in b["steps"] if st["ok"]}
+    common = sorted(set(ra) & set(rb))
+    if not common:
+        return None, None
+    x = common[-1]
+    return ratio(ra[x].get("cpu_us_per_delivery"),
+                 rb[x].get("cpu_us_per_delivery")), x
+
+
+def rate_ratios(d):
+    """corral / nchan: sustainable rate, and CPU-µs per delivery at the
+    highest rate both passed."""
+    out = {}
+    for c in CORRALS:
+        if c in d and "nchan" in d:
+            cr, at = cpu_ratio(d[c], d["nchan"])
+            out[c] = {"sustainable_rate": ratio(d[c]["sustainable_rate"],
+                                                d["nchan"]["sustainable_rate"]),
+                      "cpu_us_per_delivery": cr, "cpu_compared_at_rate": at}
     return out
 
 
@@ -245,10 +304,9 @@ def summarize(recs):
             continue
         if shape == 1:
             res["1"] = idle(rs)
-        elif shape == 2:
-            res["2"] = rates(rs, 100)
-        elif shape == 3:
-            res["3"] = rates(rs, 20)
+        elif shape in (2, 3):
+            res[str(shape)] = rates(rs, 100 if shape == 2 else 20)
+            res[f"{shape}_ratios"] = rate_ratios(res[str(shape)])
         elif shape in (4, 5):
             res[str(shape)] = stress(rs)
         elif shape == 6:
@@ -292,14 +350,21 @@ def md_idle(d, lines):
 
 
 def md_rates(title, d, limit, lines, target_note):
-    lines += [title, "", "| server | rate/s per channel | published/s per channel | p50 ms | p99 ms | lost | events/s | client CPU % | ok |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    quota = next((s.get("cpu_quota_pct") for s in d.values()), None)
+    lines += [title, "",
+              f"Each server (with, for corral, its PostgreSQL and Redis) under a CPU quota of "
+              f"{quota}% of one core." if quota else
+              "No CPU quota (none set, or cgroups not writable): each server had a whole core.", "",
+              "| server | rate/s per channel | published/s per channel | p50 ms | p99 ms | lost | events/s | client CPU % | server CPU % (db) | CPU-µs per delivery | throttled % | ok |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in d.items():
         for st in s["steps"]:
             lines.append(f"| {name} | {st['rate']} | {fmt(st['published_per_s'])} | "
                          f"{fmt(st['p50_ms'])} | "
                          f"{fmt(st['p99_ms'])} | {fmt(st['lost'])} | "
                          f"{fmt(st['events_per_s'])} | {fmt(st['client_cpu_pct'])} | "
+                         f"{fmt(st.get('server_cpu_pct'))} ({fmt(st.get('db_cpu_pct'))}) | "
+                         f"{fmt(st.get('cpu_us_per_delivery'))} | {fmt(st.get('throttled_pct'))} | "
                          f"{'yes' if st['ok'] else 'NO'} |")
     lines.append("")
     for name, s in d.items():
@@ -316,6 +381,11 @@ def md_rates(title, d, limit, lines, target_note):
                       else "")
             lines.append(f"- {c} / nchan sustainable rate: {fmt(r)} "
                          f"(target ≥ 1.5{target_note}: {'met' if met else 'NOT met'}{capped})")
+            cr, at = cpu_ratio(d[c], d["nchan"])
+            if cr is not None:
+                lines.append(f"- {c} / nchan CPU-µs per delivery at {at} events/s per "
+                             f"channel (both passed): {fmt(cr)} (lower is better; "
+                             f"corral's includes PostgreSQL and Redis)")
     lines.append("")
 
 

@@ -16,6 +16,8 @@
  * stack has unwound. */
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +40,8 @@
 #include "corral/sse.h"
 
 #define SSE_IOV 64
+#define SSE_Q0 4          /* a queue's first array: items */
+#define SSE_QCACHE 4096   /* first arrays kept for reuse: at most 512 KiB */
 #define SSE_HOLD_HIGH (256u << 10) /* replay pauses above this backlog */
 #define SSE_USER_LEN 36
 
@@ -104,6 +108,8 @@ struct sse_hub {
     struct event flush_ev;
     struct sse_conn *flush_head;
     struct sse_conn *grave;
+    struct qfree *qfree;        /* spare first arrays (SSE_Q0 items) */
+    uint32_t nqfree;
     size_t cap, hold_high, hold_low;
     struct sse_stats stats;
     bool freeing;
@@ -116,13 +122,49 @@ static struct sse_item *q_at(struct sse_conn *c, uint32_t i)
     return &c->q[(c->qhead + i) % c->qcap];
 }
 
+/* A spare queue array: the first pointer of its memory links the next. */
+struct qfree {
+    struct qfree *next;
+};
+
+/* An idle connection keeps no queue, so a fan-out would allocate and free
+ * one per delivery; the hub keeps the small first arrays for reuse
+ * instead (bounded: SSE_QCACHE). */
+static struct sse_item *q_alloc(struct sse_hub *h)
+{
+    struct qfree *f = h->qfree;
+    if (!f)
+        return xcalloc(SSE_Q0, sizeof(struct sse_item));
+    h->qfree = f->next;
+    h->nqfree--;
+    return (struct sse_item *)(void *)f;
+}
+
+static void q_release(struct sse_hub *h, struct sse_item *q, uint32_t cap)
+{
+    if (cap != SSE_Q0 || h->nqfree >= SSE_QCACHE || h->freeing) {
+        free(q);
+        return;
+    }
+    struct qfree *f = (struct qfree *)(void *)q;
+    f->next = h->qfree;
+    h->qfree = f;
+    h->nqfree++;
+}
+
 static void q_grow(struct sse_conn *c)
 {
-    uint32_t cap = c->qcap ? c->qcap * 2 : 4;
+    if (c->qcap == 0) {
+        c->q = q_alloc(c->hub);
+        c->qcap = SSE_Q0;
+        c->qhead = 0;
+        return;
+    }
+    uint32_t cap = c->qcap * 2;
     struct sse_item *q = xcalloc(cap, sizeof(*q));
     for (uint32_t i = 0; i < c->qlen; i++)
         q[i] = *q_at(c, i);
-    free(c->q);
+    q_release(c->hub, c->q, c->qcap);
     c->q = q;
     c->qcap = cap;
     c->qhead = 0;
@@ -140,7 +182,7 @@ static void q_pop(struct sse_conn *c)
     c->qhead = (c->qhead + 1) % c->qcap;
     c->off = 0;
     if (--c->qlen == 0) { /* idle connections keep no queue */
-        free(c->q);
+        q_release(c->hub, c->q, c->qcap);
         c->q = NULL;
         c->qcap = c->qhead = 0;
     }
@@ -154,7 +196,8 @@ static void conn_schedule(struct sse_conn *c)
     c->in_flush = true;
     c->fnext = h->flush_head;
     h->flush_head = c;
-    event_active(&h->flush_ev, EV_TIMEOUT, 1);
+    if (!c->fnext) /* the first of the turn: one activation per fan-out */
+        event_active(&h->flush_ev, EV_TIMEOUT, 1);
 }
 
 /* Queues a frame. Takes ev's reference and own. */
@@ -475,6 +518,11 @@ void sse_hub_free(struct sse_hub *h)
         c->in_flush = false;
     h->flush_head = NULL;
     hub_sweep(h);
+    while (h->qfree) {
+        struct qfree *f = h->qfree;
+        h->qfree = f->next;
+        free(f);
+    }
     event_del(&h->flush_ev);
     event_del(&h->tick_ev);
     free(h->slots);
@@ -501,6 +549,17 @@ static evutil_socket_t take_socket(struct bufferevent *bev, char **head,
     return fd;
 }
 
+/* Without TCP_NODELAY a frame written while the previous one is not yet
+ * acknowledged waits for that ACK (Nagle), and a reader that only reads
+ * sends its ACKs delayed: up to tens of ms added to an event's latency.
+ * Frames are already coalesced per loop turn. Fails harmlessly on a unix
+ * socket. */
+static void sock_nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 int sse_serve(struct sse_hub *h, struct bufferevent *bev,
               const char *chat_id, const char *user_id, int64_t after)
 {
@@ -514,6 +573,7 @@ int sse_serve(struct sse_hub *h, struct bufferevent *bev,
         return -1;
     }
     evutil_make_socket_nonblocking(fd);
+    sock_nodelay(fd);
     struct sse_conn *c = xcalloc(1, sizeof(*c));
     c->hub = h;
     event_assign(&c->ev, h->srv->base, fd, EV_READ | EV_PERSIST, conn_on_io,
