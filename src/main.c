@@ -390,7 +390,7 @@ static int serve(const struct config *cfg)
         goto out;
     /* Forked while little is open, after the privilege drop: it starts
      * sandboxes and helpers as the service user. */
-    if (spawn_service_start() < 0)
+    if (spawn_service_start(cfg->child_nice) < 0)
         log_warn("no spawner process (%s): processes start in place",
                  strerror(errno));
     spawn_service_attach(srv.base);

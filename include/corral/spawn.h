@@ -47,8 +47,8 @@ struct spawn_req;
 typedef void (*spawn_done_fn)(void *arg, pid_t pid, int pidfd, int err);
 
 /* Forks the spawner (after the privilege drop: it starts processes as
- * corrald's user). 0, or -1 when it cannot (spawns then happen in place). */
-int spawn_service_start(void);
+ * corrald's user), at niceness nice: its forks are background work. 0, or -1 when it cannot (spawns then happen in place). */
+int spawn_service_start(int nice);
 /* Its answers are read from base. */
 void spawn_service_attach(struct event_base *base);
 /* Ends the spawner; processes still being started are killed and

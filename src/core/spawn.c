@@ -323,7 +323,7 @@ __attribute__((noreturn)) static void spawner_main(int sock)
     }
 }
 
-int spawn_service_start(void)
+int spawn_service_start(int nice)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -344,6 +344,8 @@ int spawn_service_start(void)
             close(sv[1]);
         }
         close_range(4, ~0U, 0); /* nothing of corrald's stays open */
+        if (nice > 0)
+            setpriority(PRIO_PROCESS, 0, nice);
         spawner_main(3);
     }
     close(sv[1]);

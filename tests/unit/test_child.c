@@ -136,7 +136,7 @@ static void loop_until(struct event_base *base, const struct seen *s)
  * ours (reaped through their pidfds). */
 static void test_through_the_spawner(void **state)
 {
-    assert_int_equal(spawn_service_start(), 0);
+    assert_int_equal(spawn_service_start(5), 0);
     const char *argv[] = {"/bin/sh", "-c", "echo out; exit 3", NULL};
     struct event_base *base = event_base_new();
     spawn_service_attach(base);
