@@ -1,15 +1,15 @@
 /* store/events.c: the SQL of the durable per-chat event log (schema
  * 0002_chats.sql, table events) and the chat check of the stream handler.
  * The bus (src/bus/bus.c) is the only writer of the log. */
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "corral/buf.h"
 #include "corral/bus.h"
 #include "corral/mem.h"
 
 #define EVENT_COLS 5
-/* PostgreSQL allows 65535 parameters per statement. */
-#define INSERT_MAX_ROWS (65535 / EVENT_COLS)
 
 void store_events_max_seq(struct pg_pool *pg, const char *chat_id, pg_cb cb,
                           void *arg)
@@ -20,35 +20,62 @@ void store_events_max_seq(struct pg_pool *pg, const char *chat_id, pg_cb cb,
              1, params, cb, arg);
 }
 
-/* One multi-row VALUES list with numbered parameters (the SQL text holds
- * placeholders only, never data). The join drops the rows of chats that
- * do not exist (deleted meanwhile) instead of failing the foreign key, so
- * one chat's late events do not fail the other chats of the group commit;
- * RETURNING says which chats were stored. */
+/* One element of a PostgreSQL array literal: quoted, with \ and "
+ * escaped; NULL unquoted. */
+static void array_elem(struct buf *b, const char *v, bool first)
+{
+    if (!first)
+        buf_putc(b, ',');
+    if (!v) {
+        buf_puts(b, "NULL");
+        return;
+    }
+    buf_putc(b, '"');
+    for (const char *p = v; *p; p++) {
+        size_t run = strcspn(p, "\\\"");
+        buf_append(b, p, run);
+        p += run;
+        if (!*p)
+            break;
+        buf_putc(b, '\\');
+        buf_putc(b, *p);
+    }
+    buf_putc(b, '"');
+}
+
+/* The rows go as five array parameters, one per column, so the statement
+ * text is the same for every batch: PostgreSQL parses a fixed, short
+ * statement instead of a VALUES list as long as the batch. The join
+ * drops the rows of chats that do not exist (deleted meanwhile) instead
+ * of failing the foreign key, so one chat's late events do not fail the
+ * other chats of the group commit; RETURNING says which chats were
+ * stored. */
 void store_events_insert(struct pg_pool *pg, int n, const char *const *params,
                          pg_cb cb, void *arg)
 {
-    struct buf sql;
-    buf_init(&sql);
-    if (n > INSERT_MAX_ROWS)
-        n = INSERT_MAX_ROWS; /* callers batch far fewer; never overflow */
-    buf_puts(&sql, "WITH v (chat_id, seq, type, payload, message_id) AS "
-                   "(VALUES ");
-    for (int i = 0; i < n; i++) {
-        int p = i * EVENT_COLS;
-        buf_printf(&sql,
-                   "%s($%d::uuid, $%d::bigint, $%d::text, $%d::json, "
-                   "$%d::uuid)",
-                   i ? ", " : "", p + 1, p + 2, p + 3, p + 4, p + 5);
+    struct buf col[EVENT_COLS];
+    const char *arrays[EVENT_COLS];
+    for (int c = 0; c < EVENT_COLS; c++) {
+        buf_init(&col[c]);
+        buf_putc(&col[c], '{');
+        for (int i = 0; i < n; i++)
+            array_elem(&col[c], params[i * EVENT_COLS + c], i == 0);
+        buf_putc(&col[c], '}');
+        arrays[c] = buf_cstr(&col[c]);
     }
-    buf_puts(&sql, "), ins AS (INSERT INTO events "
-                   "(chat_id, seq, type, payload, message_id) "
-                   "SELECT v.chat_id, v.seq, v.type, v.payload, v.message_id "
-                   "FROM v JOIN chats c ON c.id = v.chat_id "
-                   "RETURNING events.chat_id) "
-                   "SELECT DISTINCT chat_id FROM ins");
-    pg_query(pg, buf_cstr(&sql), n * EVENT_COLS, params, cb, arg);
-    buf_deinit(&sql);
+    pg_query(pg,
+             "WITH v AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], "
+             "$3::text[], $4::json[], $5::uuid[]) "
+             "AS v (chat_id, seq, type, payload, message_id)), "
+             "ins AS (INSERT INTO events "
+             "(chat_id, seq, type, payload, message_id) "
+             "SELECT v.chat_id, v.seq, v.type, v.payload, v.message_id "
+             "FROM v JOIN chats c ON c.id = v.chat_id "
+             "RETURNING events.chat_id) "
+             "SELECT DISTINCT chat_id FROM ins",
+             EVENT_COLS, arrays, cb, arg);
+    for (int c = 0; c < EVENT_COLS; c++)
+        buf_deinit(&col[c]);
 }
 
 void store_events_range(struct pg_pool *pg, const char *chat_id,
