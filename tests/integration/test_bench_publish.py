@@ -121,3 +121,22 @@ def test_disabled_by_default_is_404(make_server):
         assert [ev for ev in got if ev.get("event") == "bench"] == []
     finally:
         sse.close()
+
+
+def test_log_keeps_awkward_payloads_exactly(srv, admin):
+    """The group commit sends its rows as array literals: quotes,
+    backslashes, braces, commas and non-ASCII text come back unchanged."""
+    user = register(srv)
+    chat = new_chat(srv, user)
+    pads = ['"quoted", {braced}', "back\\slash \\\" mix", "NULL",
+            "naïve ☃ 𝄞", ""]
+    for pad in pads:
+        r = publish(srv, admin.access, chat, {"t_ns": 1, "pad": pad})
+        assert r.status_code == 202, r.text
+    rows = []
+    deadline = time.time() + 10
+    while len(rows) < len(pads) and time.time() < deadline:
+        rows = srv.db.query("SELECT payload FROM events WHERE chat_id = %s"
+                            " AND type = 'bench' ORDER BY seq", (chat,))
+        time.sleep(0.05)
+    assert [r[0]["pad"] for r in rows] == pads
