@@ -39,6 +39,8 @@
 #define RD_READ_TIMEOUT_MS 6000
 #define RD_COUNT "500"
 #define RD_RETRY_MS 250
+#define RD_GATHER_MIN_CHATS 32  /* streams watched before reads gather */
+#define RD_GATHER_US 1000
 #define RD_ID_MAX 48
 
 /* XADD outcomes, shared with the commands in flight (they may complete
@@ -296,9 +298,20 @@ static void rd_on_xread(void *arg, redisReply *reply, const char *err)
         rd_retry_later(b);
         return;
     }
+    bool got = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0;
     if (reply->type == REDIS_REPLY_ARRAY)
         for (size_t i = 0; i < reply->elements; i++)
             rd_stream(b, reply->element[i]);
+    /* Each XREAD names every watched stream, so one per event costs
+     * O(chats) per event when many chats are busy. After entries came, a
+     * short gather lets the next XREAD take what arrived meanwhile, in
+     * one answer. */
+    if (got && st->n >= RD_GATHER_MIN_CHATS) {
+        struct timeval tv = {0, RD_GATHER_US};
+        if (!evtimer_pending(&st->retry, NULL))
+            evtimer_add(&st->retry, &tv);
+        return;
+    }
     rd_read(b);
 }
 
