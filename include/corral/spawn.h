@@ -4,7 +4,19 @@
 #define CORRAL_SPAWN_H
 
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+
+/* pidfds: the syscalls by number where the headers lack them. */
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
 
 #define SPAWN_MAX_FDS 4
 #define SPAWN_MAX_LIMITS 4

@@ -18,9 +18,6 @@
 #include "corral/server.h"
 #include "corral/spawn.h"
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
 
 struct child {
     struct child *next, **pprev; /* every live child (child_finish_all) */

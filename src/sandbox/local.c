@@ -50,12 +50,6 @@
 #include "corral/server.h"
 #include "corral/spawn.h"
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
 
 #define LOCAL_INIT_NAME "corral-sandbox-init"
 #define LOCAL_INIT_TARGET "/run/corral-init" /* the init, inside */
