@@ -255,30 +255,20 @@ static int plan_from_wire(char *msg, size_t len, const int *fds, int nfds,
     return 0;
 }
 
-/* In the spawner: fork with CLONE_PARENT (corrald's child), wait for its
- * exec through a close-on-exec pipe; the pid or -errno, *pidfd set. */
+/* In the spawner: fork with CLONE_PARENT, so the process is corrald's
+ * child; the pid or -errno, *pidfd set. It does not wait for the exec:
+ * one slow child must not hold the ones behind it, and a failed exec
+ * shows as exit status 127. */
 static int start_for_parent(struct spawn_plan *pl, int *pidfd)
 {
-    int ep[2];
-    if (pipe2(ep, O_CLOEXEC) < 0)
-        return -errno;
     struct clone_args ca = {.flags = CLONE_PARENT | CLONE_PIDFD,
                             .pidfd = (uint64_t)(uintptr_t)pidfd};
     long pid = syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) {
-        close(ep[0]);
         pl->max_fd = 1024;
-        child_main(pl); /* its exec closes ep[1]; a failure exits 127 */
+        child_main(pl);
     }
-    int err = pid < 0 ? errno : 0;
-    close(ep[1]);
-    if (pid > 0) { /* EOF once it has exec'd (or exited 127) */
-        char c;
-        while (read(ep[0], &c, 1) < 0 && errno == EINTR)
-            ;
-    }
-    close(ep[0]);
-    return pid < 0 ? -err : (int)pid;
+    return pid < 0 ? -errno : (int)pid;
 }
 
 __attribute__((noreturn)) static void spawner_main(int sock)
