@@ -89,7 +89,7 @@ struct sandbox {
 /* Counts the processes of a destroyed sandbox that are not reaped yet;
  * the tree is removed when the count reaches zero. */
 struct local_tomb {
-    struct event_base *base;
+    struct server *srv;
     char *path; /* the tree to remove; NULL: nothing */
     int live;
 };
@@ -951,56 +951,26 @@ static void local_close(struct sandbox *sb)
     local_close_with(sb, NULL);
 }
 
-static void local_on_rm_exit(evutil_socket_t fd, short what, void *arg)
+static void local_on_rm_done(void *arg, const struct child_result *res)
 {
-    struct event_base *base = arg;
-    siginfo_t si;
-    memset(&si, 0, sizeof(si));
-    if (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) == 0 &&
-        si.si_pid == 0) {
-        if (event_base_once(base, fd, EV_READ, local_on_rm_exit, base,
-                            NULL) == 0)
-            return;
-    }
-    if (si.si_code != CLD_EXITED || si.si_status != 0)
-        log_warn("sandbox: removing a destroyed sandbox failed (status %d)",
-                 si.si_status);
-    close(fd);
+    if (res->status != 0 && !res->killed)
+        log_warn("sandbox: removing a destroyed sandbox failed (status %d): "
+                 "%s", res->status, res->out);
 }
 
 /* rm -rf in a child. chmod first: a process in the sandbox may have left
  * directories without permissions, which rm alone cannot empty. chmod -R
- * does not follow symlinks met during the walk. The child is reaped by a
- * one-shot event, which event_base_free releases if the loop ends first. */
-static void local_start_rm(struct event_base *base, const char *path)
+ * does not follow symlinks met during the walk. One cut short by a
+ * shutdown is finished by the next start-up (sandbox_local_sweep). */
+static void local_start_rm(struct server *srv, const char *path)
 {
     static const char script[] =
         "chmod -R u+rwx -- \"$1\" 2>/dev/null; "
         "exec rm -rf --one-file-system -- \"$1\"";
     const char *argv[] = {"/bin/sh", "-c", script, "corral-rm", path, NULL};
-    static char *const envp[] = {"PATH=/usr/bin:/bin", "LC_ALL=C", NULL};
-    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (devnull < 0) {
-        log_error("sandbox: /dev/null: %s", strerror(errno));
-        return;
-    }
-    struct spawn_plan pl = {
-        .path = argv[0], .argv = (char *const *)argv, .envp = envp,
-        .fds = {devnull, devnull, STDERR_FILENO}, .nfds = 3,
-    };
-    pid_t pid = spawn_exec(&pl);
-    close(devnull);
-    if (pid < 0) {
+    struct child_spec spec = {argv, -1, -1, 0, false, srv->cfg->child_nice};
+    if (!child_start(srv->base, &spec, local_on_rm_done, NULL))
         log_error("sandbox: cannot remove %s: %s", path, strerror(errno));
-        return;
-    }
-    int fd = local_pidfd_open(pid);
-    if (fd < 0 ||
-        event_base_once(base, fd, EV_READ, local_on_rm_exit, base, NULL)) {
-        log_error("sandbox: cannot watch rm (pid %d)", (int)pid);
-        if (fd >= 0)
-            close(fd);
-    }
 }
 
 static void local_tomb_release(struct local_tomb *t)
@@ -1008,7 +978,7 @@ static void local_tomb_release(struct local_tomb *t)
     if (--t->live > 0)
         return;
     if (t->path)
-        local_start_rm(t->base, t->path);
+        local_start_rm(t->srv, t->path);
     free(t->path);
     free(t);
 }
@@ -1031,7 +1001,7 @@ static char *local_trash(const struct sandbox *sb)
 static void local_destroy(struct sandbox *sb)
 {
     struct local_tomb *t = xcalloc(1, sizeof(*t));
-    t->base = sb->srv->base;
+    t->srv = sb->srv;
     t->path = local_trash(sb);
     t->live = 1; /* ours, so that no process completes it during close */
     local_close_with(sb, t);
@@ -1050,7 +1020,7 @@ void sandbox_local_sweep(struct server *srv)
             continue;
         char *path = local_fmt("%s/%s", boxes, e->d_name);
         log_info("sandbox: removing %s left by an earlier run", path);
-        local_start_rm(srv->base, path);
+        local_start_rm(srv, path);
         free(path);
     }
     if (d)

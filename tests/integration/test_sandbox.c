@@ -50,6 +50,7 @@
 #include "corral/config.h"
 #include "corral/ids.h"
 #include "corral/log.h"
+#include "corral/child.h"
 #include "corral/sandbox.h"
 #include "corral/unixaddr.h"
 #include "corral/server.h"
@@ -100,8 +101,9 @@ static void ctx_init(struct ctx *c, int fsize_mb, int nproc)
 
 static void ctx_deinit(struct ctx *c)
 {
-    /* Let pending one-shot events (rm reapers) run before the base goes. */
+    /* An rm still running is killed and reaped before the base goes. */
     event_base_loop(c->base, EVLOOP_NONBLOCK);
+    child_finish_all();
     event_base_free(c->base);
     config_deinit(&c->cfg);
 }
