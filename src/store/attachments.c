@@ -64,13 +64,14 @@ void store_attach_delete(struct pg_pool *pg, const char *id,
 {
     const char *p[] = {id, chat_id, owner_id};
     /* The outer count reads the snapshot from before the delete, so the
-     * row itself is excluded by id. */
+     * row itself is excluded by id. A run in `checkpoint` has its reply
+     * completed and its attachments long copied: not busy. */
     pg_query(pg,
              "WITH a AS (SELECT a.id, a.sha256 FROM attachments a" OWNED_CHAT
              " WHERE a.id = $1 AND a.chat_id = $2),"
              " busy AS (SELECT 1 FROM messages m JOIN runs r ON"
              " r.user_message_id = m.id WHERE m.chat_id = $2 AND r.phase"
-             " NOT IN ('done', 'failed', 'cancelled') AND"
+             " NOT IN ('checkpoint', 'done', 'failed', 'cancelled') AND"
              " m.attachments::jsonb @> jsonb_build_array("
              "jsonb_build_object('id', $1::uuid::text)) LIMIT 1),"
              " d AS (DELETE FROM attachments WHERE id IN (SELECT id FROM a)"

@@ -58,6 +58,17 @@ def chat_processes(chat_id):
     return pids
 
 
+def chat_leftovers(srv, chat):
+    """What is still on the host of a chat: its workspace, its checkpoint
+    store (or the store renamed aside for removal), its processes."""
+    ckpt = os.path.join(srv.data_dir, "checkpoints")
+    names = os.listdir(ckpt) if os.path.isdir(ckpt) else []
+    left = [n for n in names if chat.id in n]
+    if os.path.exists(chat.workspace()):
+        left.append(chat.workspace())
+    return left + chat_processes(chat.id)
+
+
 def sandbox_gauges(srv):
     text = requests.get(srv.url("/metrics"), timeout=10).text
     return {m.group(1): int(m.group(2)) for m in re.finditer(
@@ -142,13 +153,13 @@ def test_delete_removes_workspace_and_state(make_server, model):
     assert_problem(r, 404)
     r = srv.delete(f"/chats/{chat.id}", token=u.access)
     assert r.status_code == 204, r.text
-    deadline = time.time() + 10
-    while os.path.exists(chat.workspace()) and time.time() < deadline:
+    # The sandbox is killed and its tree removed, and the checkpoint store
+    # is renamed aside and dropped by a helper started after the answer:
+    # wait until none of them is left, not merely until none is seen once.
+    deadline = time.time() + 15
+    while chat_leftovers(srv, chat) and time.time() < deadline:
         time.sleep(0.1)
-    assert not os.path.exists(chat.workspace())
-    while chat_processes(chat.id) and time.time() < deadline + 5:
-        time.sleep(0.1)  # killed, being reaped
-    assert not chat_processes(chat.id)
+    assert not chat_leftovers(srv, chat)
     wait_gauge(srv, "running", 0)
 
 
