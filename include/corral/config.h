@@ -92,6 +92,7 @@ struct config {
     /* streaming */
     int event_batch_delay_ms; /* group commit window of durable events */
     int event_batch_max;      /* events per group commit */
+    int event_batch_eager;    /* light load: events per 16 windows */
     int sse_heartbeat_s;
     int64_t sse_max_pending_bytes; /* a subscriber's unsent output cap */
     int64_t bus_ring_total_bytes;  /* memory bus: all replay rings */

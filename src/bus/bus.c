@@ -316,20 +316,54 @@ static void dirty_remove(struct bus *b, struct bus_chat *c)
     c->dprev = c->dnext = NULL;
 }
 
+/* The recent commit rate: durable events committed in a sliding span of
+ * RATE_WINDOWS group-commit windows (the last span's count weighted by
+ * how much of it still overlaps). Long against one window, so a turn's
+ * burst does not read as load, and a steady stream does. */
+#define RATE_WINDOWS 16
+
+static uint64_t rate_span_us(const struct bus *b)
+{
+    return (uint64_t)b->srv->cfg->event_batch_delay_ms * 1000u * RATE_WINDOWS;
+}
+
+static void rate_roll(struct bus *b, uint64_t now)
+{
+    uint64_t span = rate_span_us(b);
+    if (now - b->rate_start_us < span)
+        return;
+    b->rate_prev = now - b->rate_start_us < 2 * span ? b->rate_cur : 0;
+    b->rate_cur = 0;
+    b->rate_start_us = now;
+}
+
+/* Light load: fewer than event_batch_eager events committed in the
+ * recent span. */
+static bool light_load(struct bus *b, uint64_t now)
+{
+    rate_roll(b, now);
+    uint64_t span = rate_span_us(b), into = now - b->rate_start_us;
+    double recent = b->rate_cur + b->rate_prev * (double)(span - into) /
+                                      (double)span;
+    return recent < b->srv->cfg->event_batch_eager;
+}
+
 static void batch_schedule(struct bus *b)
 {
     const struct config *cfg = b->srv->cfg;
     if (b->ready <= 0 || b->freeing)
         return;
-    /* Leading edge: the first event after a quiet window (no commit in
-     * flight, none started within event_batch_delay_ms) is committed at
-     * the end of this loop turn, not a window later; what follows a commit
-     * within the window waits for the timer, so there is still at most
-     * one commit per window under load (a lone turn's first event is not
-     * held back; DESIGN.md §4). */
+    /* Leading edge: with no commit in flight, an event is committed at the
+     * end of this loop turn when no commit started within
+     * event_batch_delay_ms, or while the load is light (a turn's few
+     * durable events, a follow-up POST right after the last turn's end:
+     * none is held back a window; DESIGN.md §4). Otherwise it waits for
+     * the timer, so under load there is still one commit per window. */
     uint64_t window_us = (uint64_t)cfg->event_batch_delay_ms * 1000u;
+    uint64_t now = server_mono_us();
     if (b->ready >= cfg->event_batch_max || cfg->event_batch_delay_ms <= 0 ||
-        (!b->inflight && server_mono_us() - b->last_flush_us >= window_us)) {
+        (!b->inflight && (now - b->last_flush_us >= window_us ||
+                          light_load(b, now)))) {
         b->flush_due = true;
         kick(b);
         return;
@@ -600,6 +634,8 @@ static void batch_flush(struct bus *b)
     b->last_flush_us = server_mono_us();
     evtimer_del(&b->batch_timer);
     struct bus_batch *bt = batch_take(b);
+    rate_roll(b, b->last_flush_us);
+    b->rate_cur += bt->n;
     bt->seqs = xcalloc((size_t)bt->n, sizeof(*bt->seqs));
     bt->params = xcalloc((size_t)bt->n * 5, sizeof(*bt->params));
     for (int i = 0; i < bt->n; i++) {

@@ -167,6 +167,8 @@ struct bus {
     bool flush_due;
     struct bus_batch *inflight;
     uint64_t last_flush_us;  /* server_mono_us of the last group commit */
+    uint64_t rate_start_us;  /* the recent commit rate (light_load) */
+    uint64_t rate_cur, rate_prev;
     struct event batch_timer;
     /* deferred work, run from `kick` once the callback stack unwound */
     struct event kick;
