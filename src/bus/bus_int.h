@@ -93,6 +93,8 @@ struct bus_chat {
     uint64_t pos_ms, pos_sq;    /* last entry id read */
     bool init_got;              /* XREVRANGE answered */
     struct bus_chat *wprev, *wnext; /* the reader's set */
+    struct bus_chat *due_prev, *due_next; /* woken: its stream to read */
+    bool due;
 };
 
 enum bus_sub_state { BUS_SUB_START, BUS_SUB_REPLAY, BUS_SUB_LIVE };

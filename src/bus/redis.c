@@ -8,14 +8,27 @@
  * a later owner never collides). bus_end_chat adds a marker entry (field
  * x=end) so other instances end their subscribers too.
  *
- * Reading: ONE XREAD BLOCK on a dedicated connection (its command timeout
- * well above BLOCK only catches a dead connection) over the streams of the chats that have local subscribers, whatever
- * their number: each chat is read once and fanned out locally (bus.c).
- * BLOCK is short (1 s), and a chat joining the set ends the wait at once
- * with CLIENT UNBLOCK from the command connection. A chat joins after its
- * position is known: its stream's last id (XREVRANGE) and the chat's
- * committed seq from the log; live_seq is the larger, so nothing the
- * subscribers were told precedes `ready` is delivered again.
+ * Waking: each XADD is followed, on the same connection, by an entry
+ * naming the chat on one shared stream, corral:wake (MAXLEN ~ 100,000).
+ * Each instance's reader blocks on that one stream (XREAD BLOCK on a
+ * connection of its own; its command timeout well above BLOCK only
+ * catches a dead connection), so a read costs the same whatever the
+ * number of chats watched (it used to name every watched stream: O(chats)
+ * per event). The chats it names that have local subscribers become due,
+ * and one XREAD without BLOCK on the command connection reads their
+ * streams from each chat's position; wakes that come meanwhile wait for
+ * it. Each chat is read once and fanned out locally (bus.c).
+ *
+ * A wake is a hint, the chat's own stream and position are the truth:
+ * every watched chat is read once when it joins (from the position
+ * below), when the wake position is (re)taken (start, reconnect), after a
+ * failed read, and every RD_SWEEP_S, so a lost wake delays an event, it
+ * never loses it. Entries at or before a chat's position are skipped.
+ *
+ * Joining: a chat joins after its position is known: its stream's last
+ * id (XREVRANGE) and the chat's committed seq from the log; live_seq is
+ * the larger, so nothing the subscribers were told precedes `ready` is
+ * delivered again.
  *
  * Replay: XRANGE from <pos+1>-0 while the stream still holds the range
  * contiguously (ephemeral entries are skipped), else the log. */
@@ -35,12 +48,14 @@
 
 #define RD_PREFIX "corral:events:"
 #define RD_KEY_MAX (sizeof(RD_PREFIX) + BUS_CHAT_ID_LEN)
+#define RD_WAKE_KEY "corral:wake"
+#define RD_WAKE_MAXLEN "100000"
+#define RD_WAKE_COUNT "1000"
 #define RD_BLOCK_MS "1000"
 #define RD_READ_TIMEOUT_MS 6000
 #define RD_COUNT "500"
 #define RD_RETRY_MS 250
-#define RD_GATHER_MIN_CHATS 32  /* streams watched before reads gather */
-#define RD_GATHER_US 1000
+#define RD_SWEEP_S 5            /* every watched stream read, a backstop */
 #define RD_ID_MAX 48
 
 /* XADD outcomes, shared with the commands in flight (they may complete
@@ -52,15 +67,18 @@ struct rd_xadd_log {
 };
 
 struct rd_state {
-    struct redis *rd;          /* the XREAD connection */
+    struct redis *rd;          /* the wake stream's XREAD BLOCK */
     struct rd_xadd_log *xlog;
-    bool reading, unblock_sent;
-    bool id_known;             /* client_id is the reader's CLIENT ID */
-    long long client_id;
-    uint64_t id_reconnects;    /* reconnect count when it was fetched */
-    struct event retry;
-    struct bus_chat *head, *tail; /* READY chats: the XREAD's streams */
+    bool reading;              /* a wake read (or its position) in flight */
+    bool pos_known;            /* wake_ms/sq hold for this connection */
+    uint64_t pos_reconnects;   /* rd's reconnect count when taken */
+    uint64_t wake_ms, wake_sq; /* last wake entry read */
+    bool fetching;             /* an XREAD of woken streams in flight */
+    bool sweep_due;            /* read every watched stream at the retry */
+    struct event retry, sweep;
+    struct bus_chat *head, *tail; /* READY chats */
     int n;
+    struct bus_chat *due_head; /* READY chats whose streams are to read */
 };
 
 static void rd_read(struct bus *b);
@@ -186,14 +204,54 @@ static void rd_emit(struct bus *b, struct bus_chat *c, struct bus_pub *p)
     struct rd_state *st = b->impl_state;
     st->xlog->refs++;
     redis_command(b->srv->redis, n, argv, lens, rd_on_xadd, st->xlog);
+    /* After the entry on the same connection, so a reader woken by this
+     * finds it. */
+    const char *wake[] = {"XADD", RD_WAKE_KEY, "MAXLEN", "~", RD_WAKE_MAXLEN,
+                          "*", "c", c->id};
+    redis_command(b->srv->redis, 8, wake, NULL, NULL, NULL);
 }
 
-/* ---- the reader --------------------------------------------------------- */
+/* ---- which streams to read --------------------------------------------- */
 
-static void rd_on_retry(evutil_socket_t fd, short what, void *arg)
+static void due_add(struct bus *b, struct bus_chat *c)
 {
-    rd_read(arg);
+    struct rd_state *st = b->impl_state;
+    if (c->due || c->watch != BUS_WATCH_READY)
+        return;
+    c->due = true;
+    c->due_prev = NULL;
+    c->due_next = st->due_head;
+    if (st->due_head)
+        st->due_head->due_prev = c;
+    st->due_head = c;
 }
+
+static void due_remove(struct rd_state *st, struct bus_chat *c)
+{
+    if (!c->due)
+        return;
+    if (c->due_prev)
+        c->due_prev->due_next = c->due_next;
+    else
+        st->due_head = c->due_next;
+    if (c->due_next)
+        c->due_next->due_prev = c->due_prev;
+    c->due_prev = c->due_next = NULL;
+    c->due = false;
+}
+
+/* Every watched chat read once: after the wake position was (re)taken,
+ * after a failed read, and every RD_SWEEP_S as a backstop. */
+static void due_all(struct bus *b)
+{
+    struct rd_state *st = b->impl_state;
+    for (struct bus_chat *c = st->head; c; c = c->wnext)
+        due_add(b, c);
+}
+
+/* ---- reading the woken streams (on the command connection) -------------- */
+
+static void rd_fetch(struct bus *b);
 
 static void rd_retry_later(struct bus *b)
 {
@@ -201,29 +259,6 @@ static void rd_retry_later(struct bus *b)
     struct timeval tv = {0, RD_RETRY_MS * 1000};
     if (!evtimer_pending(&st->retry, NULL))
         evtimer_add(&st->retry, &tv);
-}
-
-static void rd_on_client_id(void *arg, redisReply *reply, const char *err)
-{
-    struct bus *b = arg;
-    if (b->freeing || err || !reply || reply->type != REDIS_REPLY_INTEGER)
-        return;
-    struct rd_state *st = b->impl_state;
-    st->client_id = reply->integer;
-    st->id_known = true;
-}
-
-/* Ends the reader's wait so that the next XREAD has the new set. */
-static void rd_unblock(struct bus *b)
-{
-    struct rd_state *st = b->impl_state;
-    char id[24];
-    if (!st->reading || !st->id_known || st->unblock_sent)
-        return;
-    st->unblock_sent = true;
-    snprintf(id, sizeof(id), "%lld", st->client_id);
-    const char *argv[] = {"CLIENT", "UNBLOCK", id};
-    redis_command(b->srv->redis, 3, argv, NULL, NULL, NULL);
 }
 
 static void rd_entry(struct bus *b, struct bus_chat *c, uint64_t ms,
@@ -252,21 +287,35 @@ static void rd_entry(struct bus *b, struct bus_chat *c, uint64_t ms,
     bus_event_release(ev);
 }
 
+/* A watched chat by the BUS_CHAT_ID_LEN bytes of its id, or NULL. */
+static struct bus_chat *rd_watched(struct bus *b, const char *id_bytes)
+{
+    char id[BUS_CHAT_ID_LEN + 1];
+    memcpy(id, id_bytes, BUS_CHAT_ID_LEN);
+    id[BUS_CHAT_ID_LEN] = '\0';
+    struct bus_chat *c = bus_chat_find(b, id);
+    return c && c->watch == BUS_WATCH_READY ? c : NULL;
+}
+
+/* A watched chat by its stream key, or NULL. */
+static struct bus_chat *rd_chat_of_key(struct bus *b, const char *key,
+                                       size_t len)
+{
+    size_t plen = strlen(RD_PREFIX);
+    if (len != plen + BUS_CHAT_ID_LEN || memcmp(key, RD_PREFIX, plen) != 0)
+        return NULL;
+    return rd_watched(b, key + plen);
+}
+
 static void rd_stream(struct bus *b, const redisReply *st)
 {
     if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
         st->element[0]->type != REDIS_REPLY_STRING ||
         st->element[1]->type != REDIS_REPLY_ARRAY)
         return;
-    const redisReply *key = st->element[0], *entries = st->element[1];
-    size_t plen = strlen(RD_PREFIX);
-    char id[BUS_CHAT_ID_LEN + 1];
-    if (key->len != plen + BUS_CHAT_ID_LEN ||
-        memcmp(key->str, RD_PREFIX, plen) != 0)
-        return;
-    memcpy(id, key->str + plen, BUS_CHAT_ID_LEN);
-    id[BUS_CHAT_ID_LEN] = '\0';
-    struct bus_chat *c = bus_chat_find(b, id);
+    const redisReply *entries = st->element[1];
+    struct bus_chat *c = rd_chat_of_key(b, st->element[0]->str,
+                                        st->element[0]->len);
     for (size_t i = 0; c && i < entries->elements; i++) {
         const redisReply *e = entries->element[i];
         uint64_t ms, sq;
@@ -276,16 +325,113 @@ static void rd_stream(struct bus *b, const redisReply *st)
             !rd_parse_id(e->element[0]->str, e->element[0]->len, &ms, &sq))
             continue;
         /* Entries at or before the position were read already (a reply
-         * that raced a re-watch). */
+         * that raced a re-watch, or two reads of one wake). */
         if (ms < c->pos_ms || (ms == c->pos_ms && sq <= c->pos_sq))
             continue;
         c->pos_ms = ms;
         c->pos_sq = sq;
         rd_entry(b, c, ms, sq, e->element[1]);
     }
+    /* A full page: more is waiting. */
+    if (c && c->watch == BUS_WATCH_READY &&
+        entries->elements >= (size_t)atoi(RD_COUNT))
+        due_add(b, c);
 }
 
-static void rd_on_xread(void *arg, redisReply *reply, const char *err)
+static void rd_on_fetch(void *arg, redisReply *reply, const char *err)
+{
+    struct bus_op *op = arg;
+    struct bus *b = bus_op_end(op);
+    free(op);
+    if (!b)
+        return;
+    struct rd_state *st = b->impl_state;
+    st->fetching = false;
+    if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
+        log_warn("bus: XREAD of woken streams failed: %s",
+                 err ? err : reply ? reply->str : "?");
+        st->sweep_due = true; /* which chats were asked is not kept */
+        rd_retry_later(b);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < reply->elements; i++)
+            rd_stream(b, reply->element[i]);
+    rd_fetch(b);
+}
+
+/* One XREAD without BLOCK over the streams of the chats due, from each
+ * chat's position; one in flight at a time (what is woken meanwhile waits
+ * for it, so busy chats are read together). */
+static void rd_fetch(struct bus *b)
+{
+    struct rd_state *st = b->impl_state;
+    if (b->freeing || st->fetching || !st->due_head)
+        return;
+    if (!redis_connected(b->srv->redis)) {
+        rd_retry_later(b);
+        return;
+    }
+    int n = 0;
+    for (struct bus_chat *c = st->due_head; c; c = c->due_next)
+        n++;
+    int argc = 4 + 2 * n, k = 4, i = 0;
+    const char **argv = xmalloc((size_t)argc * sizeof(*argv));
+    char *keys = xmalloc((size_t)n * RD_KEY_MAX);
+    char *ids = xmalloc((size_t)n * RD_ID_MAX);
+    const char *head[] = {"XREAD", "COUNT", RD_COUNT, "STREAMS"};
+    memcpy(argv, head, sizeof(head));
+    while (st->due_head) {
+        struct bus_chat *c = st->due_head;
+        char *key = keys + (size_t)i * RD_KEY_MAX;
+        char *id = ids + (size_t)i * RD_ID_MAX;
+        due_remove(st, c);
+        rd_key(key, c->id);
+        snprintf(id, RD_ID_MAX, "%" PRIu64 "-%" PRIu64, c->pos_ms, c->pos_sq);
+        argv[k + i] = key;
+        argv[k + n + i] = id;
+        i++;
+    }
+    st->fetching = true;
+    redis_command(b->srv->redis, argc, argv, NULL, rd_on_fetch,
+                  bus_op_new(b, NULL));
+    free(argv);
+    free(keys);
+    free(ids);
+}
+
+/* ---- the wake reader (its own connection) ------------------------------- */
+
+static void rd_read(struct bus *b);
+
+static void rd_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct bus *b = arg;
+    struct rd_state *st = b->impl_state;
+    if (st->sweep_due) {
+        st->sweep_due = false;
+        due_all(b);
+    }
+    rd_fetch(b);
+    rd_read(b);
+}
+
+static void sweep_arm(struct rd_state *st)
+{
+    struct timeval tv = {RD_SWEEP_S, 0};
+    if (st->n > 0 && !evtimer_pending(&st->sweep, NULL))
+        evtimer_add(&st->sweep, &tv);
+}
+
+static void rd_on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct bus *b = arg;
+    due_all(b);
+    rd_fetch(b);
+    sweep_arm(b->impl_state);
+}
+
+static void rd_on_wake(void *arg, redisReply *reply, const char *err)
 {
     struct bus *b = arg;
     struct rd_state *st = b->impl_state;
@@ -294,73 +440,101 @@ static void rd_on_xread(void *arg, redisReply *reply, const char *err)
     st->reading = false;
     if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
         if (!err && reply)
-            log_warn("bus: XREAD failed: %s", reply->str);
+            log_warn("bus: XREAD of the wake stream failed: %s", reply->str);
         rd_retry_later(b);
         return;
     }
-    bool got = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0;
-    if (reply->type == REDIS_REPLY_ARRAY)
-        for (size_t i = 0; i < reply->elements; i++)
-            rd_stream(b, reply->element[i]);
-    /* Each XREAD names every watched stream, so one per event costs
-     * O(chats) per event when many chats are busy. After entries came, a
-     * short gather lets the next XREAD take what arrived meanwhile, in
-     * one answer. */
-    if (got && st->n >= RD_GATHER_MIN_CHATS) {
-        struct timeval tv = {0, RD_GATHER_US};
-        if (!evtimer_pending(&st->retry, NULL))
-            evtimer_add(&st->retry, &tv);
-        return;
+    /* [[key, [[id, [c, <chat id>]] ...]]], or nil when BLOCK ran out */
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY &&
+        reply->element[0]->elements == 2) {
+        const redisReply *entries = reply->element[0]->element[1];
+        for (size_t i = 0; i < entries->elements; i++) {
+            const redisReply *e = entries->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+                !rd_parse_id(e->element[0]->str, e->element[0]->len,
+                             &st->wake_ms, &st->wake_sq))
+                continue;
+            const redisReply *chat = rd_field(e->element[1], "c");
+            struct bus_chat *c = chat && chat->len == BUS_CHAT_ID_LEN
+                                     ? rd_watched(b, chat->str)
+                                     : NULL;
+            if (c)
+                due_add(b, c);
+        }
     }
+    rd_fetch(b);
     rd_read(b);
 }
 
-static void rd_fetch_client_id(struct rd_state *st, struct bus *b)
+static void rd_on_wake_pos(void *arg, redisReply *reply, const char *err)
+{
+    struct bus *b = arg;
+    struct rd_state *st = b->impl_state;
+    if (b->freeing)
+        return;
+    st->reading = false;
+    if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
+        log_warn("bus: XREVRANGE of the wake stream failed: %s",
+                 err ? err : reply ? reply->str : "?");
+        rd_retry_later(b);
+        return;
+    }
+    st->wake_ms = st->wake_sq = 0;
+    if (reply->elements > 0) {
+        const redisReply *e = reply->element[0];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+            e->element[0]->type == REDIS_REPLY_STRING)
+            rd_parse_id(e->element[0]->str, e->element[0]->len,
+                        &st->wake_ms, &st->wake_sq);
+    }
+    st->pos_known = true;
+    /* Entries added before this position woke nobody: read every chat
+     * once from its own position. */
+    due_all(b);
+    rd_fetch(b);
+    rd_read(b);
+}
+
+/* The wake position is per connection: a new one (or a reader that was
+ * idle with no chat watched) takes it again. */
+static bool rd_pos_valid(struct rd_state *st)
 {
     struct redis_stats rs;
     redis_get_stats(st->rd, &rs);
-    if (st->id_known && rs.reconnects == st->id_reconnects)
-        return;
-    /* A new connection has a new id; the reply comes before the XREAD's
-     * (same connection, in order). */
-    st->id_known = false;
-    st->id_reconnects = rs.reconnects;
-    const char *argv[] = {"CLIENT", "ID"};
-    redis_command(st->rd, 2, argv, NULL, rd_on_client_id, b);
+    if (rs.reconnects != st->pos_reconnects) {
+        st->pos_reconnects = rs.reconnects;
+        st->pos_known = false;
+    }
+    return st->pos_known;
 }
 
 static void rd_read(struct bus *b)
 {
     struct rd_state *st = b->impl_state;
-    if (b->freeing || !st->rd || st->reading || st->n == 0)
+    if (b->freeing || !st->rd || st->reading)
         return;
+    if (st->n == 0) {
+        st->pos_known = false; /* nothing to wake: stop reading */
+        return;
+    }
     if (!redis_connected(st->rd)) {
         rd_retry_later(b);
         return;
     }
-    rd_fetch_client_id(st, b);
-    int argc = 6 + 2 * st->n, k = 6;
-    const char **argv = xmalloc((size_t)argc * sizeof(*argv));
-    char *keys = xmalloc((size_t)st->n * RD_KEY_MAX);
-    char *ids = xmalloc((size_t)st->n * RD_ID_MAX);
-    const char *head[] = {"XREAD", "COUNT", RD_COUNT, "BLOCK", RD_BLOCK_MS,
-                          "STREAMS"};
-    memcpy(argv, head, sizeof(head));
-    int i = 0;
-    for (struct bus_chat *c = st->head; c; c = c->wnext, i++) {
-        char *key = keys + (size_t)i * RD_KEY_MAX;
-        char *id = ids + (size_t)i * RD_ID_MAX;
-        rd_key(key, c->id);
-        snprintf(id, RD_ID_MAX, "%" PRIu64 "-%" PRIu64, c->pos_ms, c->pos_sq);
-        argv[k + i] = key;
-        argv[k + st->n + i] = id;
-    }
     st->reading = true;
-    st->unblock_sent = false;
-    redis_command(st->rd, argc, argv, NULL, rd_on_xread, b);
-    free(argv);
-    free(keys);
-    free(ids);
+    if (!rd_pos_valid(st)) {
+        const char *argv[] = {"XREVRANGE", RD_WAKE_KEY, "+", "-", "COUNT",
+                              "1"};
+        redis_command(st->rd, 6, argv, NULL, rd_on_wake_pos, b);
+        return;
+    }
+    char id[RD_ID_MAX];
+    snprintf(id, sizeof(id), "%" PRIu64 "-%" PRIu64, st->wake_ms,
+             st->wake_sq);
+    const char *argv[] = {"XREAD", "COUNT", RD_WAKE_COUNT, "BLOCK",
+                          RD_BLOCK_MS, "STREAMS", RD_WAKE_KEY, id};
+    redis_command(st->rd, 8, argv, NULL, rd_on_wake, b);
 }
 
 /* ---- watching a chat ---------------------------------------------------- */
@@ -382,11 +556,14 @@ static void rd_try_ready(struct bus *b, struct bus_chat *c)
     st->tail = c;
     st->n++;
     b->stats.upstream++;
-    rd_unblock(b);
+    sweep_arm(st);
+    /* Read once from the position found: what was added between the
+     * XREVRANGE and the wake reader's position woke nobody. */
+    due_add(b, c);
+    rd_fetch(b);
     rd_read(b);
     bus_watch_ready(b, c);
 }
-
 static void rd_on_xrev(void *arg, redisReply *reply, const char *err)
 {
     struct bus_op *op = arg;
@@ -444,6 +621,7 @@ static void rd_unwatch(struct bus *b, struct bus_chat *c)
         c->wprev = c->wnext = NULL;
         st->n--;
         b->stats.upstream--;
+        due_remove(st, c);
     }
     c->watch = BUS_WATCH_NONE;
     c->init_got = false;
@@ -527,6 +705,7 @@ static void rd_start(struct bus *b)
     st->xlog = xcalloc(1, sizeof(*st->xlog));
     st->xlog->refs = 1;
     evtimer_assign(&st->retry, b->srv->base, rd_on_retry, b);
+    evtimer_assign(&st->sweep, b->srv->base, rd_on_sweep, b);
     /* XREAD BLOCK answers within RD_BLOCK_MS: a reply much later means a
      * dead connection (no RST), which the timeout replaces. */
     struct redis_opts o = {.connect_timeout_ms = 2000,
@@ -548,6 +727,7 @@ static void rd_stop(struct bus *b)
 {
     struct rd_state *st = b->impl_state;
     event_del(&st->retry);
+    event_del(&st->sweep);
     redis_free(st->rd);
     xlog_release(st->xlog);
     free(st);

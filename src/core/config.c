@@ -136,7 +136,7 @@ static const struct opt opts[] = {
      false},
     {"event_batch_max", OPT_INT, F(event_batch_max), "512", 1, 100000,
      false},
-    {"event_batch_eager", OPT_INT, F(event_batch_eager), "16", 0, 100000,
+    {"event_batch_eager", OPT_INT, F(event_batch_eager), "64", 0, 100000,
      false},
     {"sse_heartbeat_s", OPT_INT, F(sse_heartbeat_s), "15", 1, 3600, false},
     {"sse_max_pending_bytes", OPT_INT64, F(sse_max_pending_bytes), "4194304",

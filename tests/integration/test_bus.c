@@ -895,6 +895,29 @@ static void test_end_chat_other_instance(void **state)
     fx_close(&f);
 }
 
+static uint64_t reconnects(const struct redis *rd)
+{
+    struct redis_stats rs;
+    redis_get_stats(rd, &rs);
+    return rs.reconnects;
+}
+
+/* An entry XADDed as another instance would, with its wake or not. */
+static void raw_xadd(const char *chat, int seq, bool wake)
+{
+    redisContext *rc = test_redis_connect();
+    redisReply *x = redisCommand(rc, "XADD corral:events:%s %d-0 t bench "
+                                 "d {\"n\":%d}", chat, seq, seq);
+    assert_true(x && x->type == REDIS_REPLY_STRING);
+    freeReplyObject(x);
+    if (wake) {
+        x = redisCommand(rc, "XADD corral:wake * c %s", chat);
+        assert_true(x && x->type == REDIS_REPLY_STRING);
+        freeReplyObject(x);
+    }
+    redisFree(rc);
+}
+
 /* redis: an entry missing from the stream (a failed XADD, or trimmed
  * before it was read) shows as a gap at the next entry; the live
  * subscriber replays it from the log, in order, without a second ready. */
@@ -917,14 +940,75 @@ static void test_gap_filled_from_log(void **state)
     db_exec("INSERT INTO events (chat_id, seq, type, payload) VALUES "
             "($1, 4, 'bench', '{\"n\":4}'), ($1, 5, 'bench', '{\"n\":5}')",
             1, p);
-    redisContext *rc = test_redis_connect();
-    redisReply *x = redisCommand(rc, "XADD corral:events:%s 5-0 t bench d %s",
-                                 chat, "{\"n\":5}");
-    assert_true(x && x->type == REDIS_REPLY_STRING);
-    freeReplyObject(x);
-    redisFree(rc);
+    raw_xadd(chat, 5, true);
     WAIT(&f, rec_durable(&r) == 5, 5000);
     rec_check(&r, 0, 5);
+    bus_unsubscribe(r.sub);
+    rec_free(&r);
+    fx_close(&f);
+}
+
+/* redis: an entry whose wake was lost (XADDed with no corral:wake entry)
+ * still arrives: the reader reads every watched stream every few
+ * seconds. */
+static void test_lost_wake_swept(void **state)
+{
+    struct fx f;
+    static struct done_log log;
+    struct rec r = {0};
+    char chat[ID_LEN + 1];
+    (void)state;
+    fx_open(&f, true, NULL);
+    log.n = 0;
+    new_chat(chat);
+    rec_sub(&f, &r, chat, -1);
+    WAIT(&f, r.ready_calls == 1, 5000);
+    publish_n(&f, chat, 1, &log, 0);
+    WAIT(&f, rec_durable(&r) == 1, 5000);
+    run_for(f.base, 300); /* reads the join and the wake asked for: done */
+    const char *p[] = {chat};
+    db_exec("INSERT INTO events (chat_id, seq, type, payload) VALUES "
+            "($1, 2, 'bench', '{\"n\":2}')", 1, p);
+    raw_xadd(chat, 2, false);
+    run_for(f.base, 300);
+    assert_int_equal(rec_durable(&r), 1); /* no wake: not read yet */
+    WAIT(&f, rec_durable(&r) == 2, 8000);
+    rec_check(&r, 0, 2);
+    bus_unsubscribe(r.sub);
+    rec_free(&r);
+    fx_close(&f);
+}
+
+/* redis: the reader's connection killed (and the command connection with
+ * it): both reconnect, the wake position is taken again, and events
+ * published after (and while) it was down arrive in order, once. */
+static void test_reader_reconnects(void **state)
+{
+    struct fx f;
+    static struct done_log log;
+    struct rec r = {0};
+    char chat[ID_LEN + 1];
+    (void)state;
+    fx_open(&f, true, NULL);
+    log.n = 0;
+    new_chat(chat);
+    rec_sub(&f, &r, chat, -1);
+    WAIT(&f, r.ready_calls == 1, 5000);
+    publish_n(&f, chat, 2, &log, 0);
+    WAIT(&f, rec_durable(&r) == 2, 5000);
+    redisContext *rc = test_redis_connect();
+    redisReply *x = redisCommand(rc, "CLIENT KILL TYPE normal SKIPME yes");
+    assert_true(x && x->type == REDIS_REPLY_INTEGER && x->integer >= 2);
+    freeReplyObject(x);
+    redisFree(rc);
+    /* Published only once the command connection is back: an XADD that
+     * fails leaves its event to the next one's gap (rd_on_xadd). */
+    WAIT(&f, reconnects(f.srv.redis) == 1 && redis_connected(f.srv.redis),
+         5000);
+    publish_n(&f, chat, 3, &log, 2);
+    WAIT(&f, rec_durable(&r) == 5, 8000);
+    rec_check(&r, 0, 5);
+    assert_int_equal(r.ready_calls, 1);
     bus_unsubscribe(r.sub);
     rec_free(&r);
     fx_close(&f);
@@ -1361,6 +1445,8 @@ int main(void)
         BOTH_TESTS(end_chat),
         cmocka_unit_test(test_end_chat_other_instance),
         cmocka_unit_test(test_gap_filled_from_log),
+        cmocka_unit_test(test_lost_wake_swept),
+        cmocka_unit_test(test_reader_reconnects),
         BOTH_TESTS(unsubscribe_in_callback),
         BOTH_TESTS(db_failure),
         BOTH_TESTS(upstream_per_chat),
