@@ -293,14 +293,15 @@ def cli_floor(bwrap_pid, model_url, n, scratch):
     Driven as corral drives it: `initialize`, then per turn the user line
     in corral's shape; times from the write to the first line, to
     `system` init (the first line corral publishes) and to the first text
-    delta stream_event. The CLI gets corrald's CPU affinity and niceness
-    too: under bench/run's pinning corrald's CLIs share core 0 with it."""
+    delta stream_event. The CLI gets corrald's CPU affinity, niceness
+    and scheduling class too: under bench/run's pinning corrald's CLIs share core 0 with it."""
     for sub in ("workspace", "home", "run"):
         os.makedirs(os.path.join(scratch, sub), mode=0o700, exist_ok=True)
     argv = floor_argv(bwrap_pid, scratch)
     limits = proc_limits(bwrap_pid)
     cores = os.sched_getaffinity(bwrap_pid)  # bench/run pins corrald's tree
     niceness = os.getpriority(os.PRIO_PROCESS, bwrap_pid)  # child_nice
+    policy = os.sched_getscheduler(bwrap_pid)  # SCHED_IDLE at child_nice 20
     u = urllib.parse.urlsplit(model_url)
     sock = os.path.join(scratch, "run", "gw.sock")
     fwd = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,mode=600",
@@ -319,6 +320,8 @@ def cli_floor(bwrap_pid, model_url, n, scratch):
             resource.setrlimit(res, (v, v))
         os.sched_setaffinity(0, cores)
         os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        if policy != os.sched_getscheduler(0):
+            os.sched_setscheduler(0, policy, os.sched_param(0))
 
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, env={}, pass_fds=(3,),

@@ -61,6 +61,12 @@ typedef void (*spawn_done_fn)(void *arg, pid_t pid, int pidfd, int err);
 /* Forks the spawner (after the privilege drop: it starts processes as
  * corrald's user), at niceness nice: its forks are background work. 0, or -1 when it cannot (spawns then happen in place). */
 int spawn_service_start(int nice);
+
+/* Niceness 1-19 for this process; SPAWN_NICE_IDLE (20) puts it in the
+ * idle scheduling class (SCHED_IDLE, at niceness 19): it runs only when
+ * no normal process wants the CPU. 0 or less leaves it as it is. */
+#define SPAWN_NICE_IDLE 20
+void spawn_lower_priority(int nice);
 /* Its answers are read from base. */
 void spawn_service_attach(struct event_base *base);
 /* Ends the spawner; processes still being started are killed and

@@ -22,8 +22,8 @@
  * A wake is a hint, the chat's own stream and position are the truth:
  * every watched chat is read once when it joins (from the position
  * below), when the wake position is (re)taken (start, reconnect), after a
- * failed read, and every RD_SWEEP_S, so a lost wake delays an event, it
- * never loses it. Entries at or before a chat's position are skipped.
+ * failed read, and once every RD_SWEEP_S (a slice each RD_SWEEP_TICK_MS),
+ * so a lost wake delays an event, it never loses it. Entries at or before a chat's position are skipped.
  *
  * Joining: a chat joins after its position is known: its stream's last
  * id (XREVRANGE) and the chat's committed seq from the log; live_seq is
@@ -56,6 +56,7 @@
 #define RD_COUNT "500"
 #define RD_RETRY_MS 250
 #define RD_SWEEP_S 5            /* every watched stream read, a backstop */
+#define RD_SWEEP_TICK_MS 100    /* ... a slice at a time */
 #define RD_ID_MAX 48
 
 /* XADD outcomes, shared with the commands in flight (they may complete
@@ -79,6 +80,8 @@ struct rd_state {
     struct bus_chat *head, *tail; /* READY chats */
     int n;
     struct bus_chat *due_head; /* READY chats whose streams are to read */
+    struct bus_chat *sweep_next; /* the backstop's place in head..tail */
+    int sweep_credit;
 };
 
 static void rd_read(struct bus *b);
@@ -241,7 +244,7 @@ static void due_remove(struct rd_state *st, struct bus_chat *c)
 }
 
 /* Every watched chat read once: after the wake position was (re)taken,
- * after a failed read, and every RD_SWEEP_S as a backstop. */
+ * and after a failed read. */
 static void due_all(struct bus *b)
 {
     struct rd_state *st = b->impl_state;
@@ -418,17 +421,28 @@ static void rd_on_retry(evutil_socket_t fd, short what, void *arg)
 
 static void sweep_arm(struct rd_state *st)
 {
-    struct timeval tv = {RD_SWEEP_S, 0};
+    struct timeval tv = {0, RD_SWEEP_TICK_MS * 1000};
     if (st->n > 0 && !evtimer_pending(&st->sweep, NULL))
         evtimer_add(&st->sweep, &tv);
 }
 
+/* The backstop, spread out: each tick reads the next slice of the
+ * watched chats, round the list once every RD_SWEEP_S (one read of all
+ * 1,000 streams at once held the others' events back). */
 static void rd_on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct bus *b = arg;
-    due_all(b);
+    struct rd_state *st = b->impl_state;
+    int ticks = RD_SWEEP_S * 1000 / RD_SWEEP_TICK_MS;
+    st->sweep_credit += st->n; /* n chats per `ticks` ticks */
+    for (; st->sweep_credit >= ticks && st->n > 0; st->sweep_credit -= ticks) {
+        if (!st->sweep_next)
+            st->sweep_next = st->head;
+        due_add(b, st->sweep_next);
+        st->sweep_next = st->sweep_next->wnext;
+    }
     rd_fetch(b);
-    sweep_arm(b->impl_state);
+    sweep_arm(st);
 }
 
 static void rd_on_wake(void *arg, redisReply *reply, const char *err)
@@ -618,6 +632,8 @@ static void rd_unwatch(struct bus *b, struct bus_chat *c)
             c->wnext->wprev = c->wprev;
         else
             st->tail = c->wprev;
+        if (st->sweep_next == c)
+            st->sweep_next = c->wnext;
         c->wprev = c->wnext = NULL;
         st->n--;
         b->stats.upstream--;

@@ -96,7 +96,7 @@ static const struct opt opts[] = {
      65536, 1073741824.0, false},
     {"cli_idle_timeout_s", OPT_INT, F(cli_idle_timeout_s), "600", 1, 86400,
      false},
-    {"child_nice", OPT_INT, F(child_nice), "10", 0, 19, false},
+    {"child_nice", OPT_INT, F(child_nice), "10", 0, 20, false},
     {"cli_max_live", OPT_INT, F(cli_max_live), "0", 0, 1000000, false},
     {"cli_close_grace_ms", OPT_INT, F(cli_close_grace_ms), "5000", 10,
      600000, false},

@@ -3,6 +3,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,6 +24,17 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
+
+void spawn_lower_priority(int nice)
+{
+    if (nice >= SPAWN_NICE_IDLE) {
+        struct sched_param none = {0};
+        setpriority(PRIO_PROCESS, 0, 19);
+        sched_setscheduler(0, SCHED_IDLE, &none);
+    } else if (nice > 0) {
+        setpriority(PRIO_PROCESS, 0, nice);
+    }
+}
 
 /* Lifts every source above the targets first, so that no dup2 overwrites
  * a source still needed. */
@@ -65,8 +77,7 @@ __attribute__((noreturn)) static void child_main(struct spawn_plan *pl)
     setsid(); /* out of corrald's process group: no terminal signals */
     /* Last, just before the exec: under vfork the parent waits for the
      * exec, and a lowered child would make it wait longer. */
-    if (pl->nice > 0)
-        setpriority(PRIO_PROCESS, 0, pl->nice);
+    spawn_lower_priority(pl->nice);
     execve(pl->path, pl->argv, pl->envp);
 fail:
     pl->child_errno = errno ? errno : EINVAL;
@@ -325,8 +336,9 @@ int spawn_service_start(int nice)
             close(sv[1]);
         }
         close_range(4, ~0U, 0); /* nothing of corrald's stays open */
-        if (nice > 0)
-            setpriority(PRIO_PROCESS, 0, nice);
+        /* Niceness only: in the idle class its forks would wait for any
+         * busy process, and every run waits for its fork. */
+        spawn_lower_priority(nice < SPAWN_NICE_IDLE ? nice : 19);
         spawner_main(3);
     }
     close(sv[1]);

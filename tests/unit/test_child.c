@@ -116,6 +116,22 @@ static void test_runs_at_the_given_niceness(void **state)
         assert_string_equal(s.out, "7\n");
 }
 
+/* child_nice 20: the idle scheduling class at niceness 19 (policy 5 is
+ * SCHED_IDLE in /proc/self/stat's 41st field). */
+static void test_idle_class_at_nice_20(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct seen s = {0};
+    const char *argv[] = {"/bin/sh", "-c", "cut -d' ' -f19,41 /proc/self/stat",
+                          NULL};
+    struct child_spec spec = {argv, -1, -1, 0, false, SPAWN_NICE_IDLE};
+    assert_non_null(child_start(base, &spec, on_done, &s));
+    event_base_dispatch(base);
+    event_base_free(base);
+    assert_int_equal(s.calls, 1);
+    assert_string_equal(s.out, "19 5\n");
+}
+
 static void test_missing_program_fails_to_start(void **state)
 {
     const char *argv[] = {"/nonexistent/program", NULL};
@@ -177,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_finish_now_calls_back_before_returning),
         cmocka_unit_test(test_missing_program_fails_to_start),
         cmocka_unit_test(test_runs_at_the_given_niceness),
+        cmocka_unit_test(test_idle_class_at_nice_20),
         cmocka_unit_test(test_through_the_spawner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
