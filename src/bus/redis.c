@@ -445,13 +445,22 @@ static void rd_on_sweep(evutil_socket_t fd, short what, void *arg)
     sweep_arm(st);
 }
 
+/* The wake reader's answer arrived: its state, or NULL at bus_free. */
+static struct rd_state *reader_answered(struct bus *b)
+{
+    if (b->freeing)
+        return NULL;
+    struct rd_state *st = b->impl_state;
+    st->reading = false;
+    return st;
+}
+
 static void rd_on_wake(void *arg, redisReply *reply, const char *err)
 {
     struct bus *b = arg;
-    struct rd_state *st = b->impl_state;
-    if (b->freeing)
+    struct rd_state *st = reader_answered(b);
+    if (!st)
         return;
-    st->reading = false;
     if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
         if (!err && reply)
             log_warn("bus: XREAD of the wake stream failed: %s", reply->str);
@@ -484,10 +493,9 @@ static void rd_on_wake(void *arg, redisReply *reply, const char *err)
 static void rd_on_wake_pos(void *arg, redisReply *reply, const char *err)
 {
     struct bus *b = arg;
-    struct rd_state *st = b->impl_state;
-    if (b->freeing)
+    struct rd_state *st = reader_answered(b);
+    if (!st)
         return;
-    st->reading = false;
     if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
         log_warn("bus: XREVRANGE of the wake stream failed: %s",
                  err ? err : reply ? reply->str : "?");

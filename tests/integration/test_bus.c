@@ -895,6 +895,20 @@ static void test_end_chat_other_instance(void **state)
     fx_close(&f);
 }
 
+/* A Redis-bus fixture with one subscriber on a new chat that has seen
+ * n events published live. */
+static void open_with_events(struct fx *f, struct rec *r, char *chat,
+                             struct done_log *log, int n)
+{
+    fx_open(f, true, NULL);
+    log->n = 0;
+    new_chat(chat);
+    rec_sub(f, r, chat, -1);
+    WAIT(f, r->ready_calls == 1, 5000);
+    publish_n(f, chat, n, log, 0);
+    WAIT(f, rec_durable(r) == n, 5000);
+}
+
 static uint64_t reconnects(const struct redis *rd)
 {
     struct redis_stats rs;
@@ -928,13 +942,7 @@ static void test_gap_filled_from_log(void **state)
     struct rec r = {0};
     char chat[ID_LEN + 1];
     (void)state;
-    fx_open(&f, true, NULL);
-    log.n = 0;
-    new_chat(chat);
-    rec_sub(&f, &r, chat, -1);
-    WAIT(&f, r.ready_calls == 1, 5000);
-    publish_n(&f, chat, 3, &log, 0);
-    WAIT(&f, rec_durable(&r) == 3, 5000);
+    open_with_events(&f, &r, chat, &log, 3);
     /* 4 and 5 committed by "someone", only 5 reaches the stream. */
     const char *p[] = {chat};
     db_exec("INSERT INTO events (chat_id, seq, type, payload) VALUES "
@@ -958,13 +966,7 @@ static void test_lost_wake_swept(void **state)
     struct rec r = {0};
     char chat[ID_LEN + 1];
     (void)state;
-    fx_open(&f, true, NULL);
-    log.n = 0;
-    new_chat(chat);
-    rec_sub(&f, &r, chat, -1);
-    WAIT(&f, r.ready_calls == 1, 5000);
-    publish_n(&f, chat, 1, &log, 0);
-    WAIT(&f, rec_durable(&r) == 1, 5000);
+    open_with_events(&f, &r, chat, &log, 1);
     run_for(f.base, 300); /* reads the join and the wake asked for: done */
     const char *p[] = {chat};
     db_exec("INSERT INTO events (chat_id, seq, type, payload) VALUES "
@@ -989,13 +991,7 @@ static void test_reader_reconnects(void **state)
     struct rec r = {0};
     char chat[ID_LEN + 1];
     (void)state;
-    fx_open(&f, true, NULL);
-    log.n = 0;
-    new_chat(chat);
-    rec_sub(&f, &r, chat, -1);
-    WAIT(&f, r.ready_calls == 1, 5000);
-    publish_n(&f, chat, 2, &log, 0);
-    WAIT(&f, rec_durable(&r) == 2, 5000);
+    open_with_events(&f, &r, chat, &log, 2);
     redisContext *rc = test_redis_connect();
     redisReply *x = redisCommand(rc, "CLIENT KILL TYPE normal SKIPME yes");
     assert_true(x && x->type == REDIS_REPLY_INTEGER && x->integer >= 2);
