@@ -971,9 +971,7 @@ static void test_lost_wake_swept(void **state)
     const char *p[] = {chat};
     db_exec("INSERT INTO events (chat_id, seq, type, payload) VALUES "
             "($1, 2, 'bench', '{\"n\":2}')", 1, p);
-    raw_xadd(chat, 2, false);
-    run_for(f.base, 300);
-    assert_int_equal(rec_durable(&r), 1); /* no wake: not read yet */
+    raw_xadd(chat, 2, false); /* only the backstop reads it (within 5 s) */
     WAIT(&f, rec_durable(&r) == 2, 8000);
     rec_check(&r, 0, 2);
     bus_unsubscribe(r.sub);
@@ -999,7 +997,7 @@ static void test_reader_reconnects(void **state)
     redisFree(rc);
     /* Published only once the command connection is back: an XADD that
      * fails leaves its event to the next one's gap (rd_on_xadd). */
-    WAIT(&f, reconnects(f.srv.redis) == 1 && redis_connected(f.srv.redis),
+    WAIT(&f, reconnects(f.srv.redis) >= 1 && redis_connected(f.srv.redis),
          5000);
     publish_n(&f, chat, 3, &log, 2);
     WAIT(&f, rec_durable(&r) == 5, 8000);
