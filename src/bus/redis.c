@@ -53,7 +53,8 @@
 #define RD_WAKE_COUNT "1000"
 #define RD_BLOCK_MS "1000"
 #define RD_READ_TIMEOUT_MS 6000
-#define RD_COUNT "500"
+#define RD_COUNT "500"         /* entries per stream per read */
+#define RD_COUNT_N 500
 #define RD_RETRY_MS 250
 #define RD_SWEEP_S 5            /* every watched stream read, a backstop */
 #define RD_SWEEP_TICK_MS 100    /* ... a slice at a time */
@@ -337,7 +338,7 @@ static void rd_stream(struct bus *b, const redisReply *st)
     }
     /* A full page: more is waiting. */
     if (c && c->watch == BUS_WATCH_READY &&
-        entries->elements >= (size_t)atoi(RD_COUNT))
+        entries->elements >= RD_COUNT_N)
         due_add(b, c);
 }
 
