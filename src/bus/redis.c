@@ -81,6 +81,7 @@ struct rd_state {
     struct bus_chat *head, *tail; /* READY chats */
     int n;
     struct bus_chat *due_head; /* READY chats whose streams are to read */
+    int ndue;
     struct bus_chat *sweep_next; /* the backstop's place in head..tail */
     int sweep_credit;
 };
@@ -228,6 +229,7 @@ static void due_add(struct bus *b, struct bus_chat *c)
     if (st->due_head)
         st->due_head->due_prev = c;
     st->due_head = c;
+    st->ndue++;
 }
 
 static void due_remove(struct rd_state *st, struct bus_chat *c)
@@ -242,6 +244,7 @@ static void due_remove(struct rd_state *st, struct bus_chat *c)
         c->due_next->due_prev = c->due_prev;
     c->due_prev = c->due_next = NULL;
     c->due = false;
+    st->ndue--;
 }
 
 /* Every watched chat read once: after the wake position was (re)taken,
@@ -376,9 +379,7 @@ static void rd_fetch(struct bus *b)
         rd_retry_later(b);
         return;
     }
-    int n = 0;
-    for (struct bus_chat *c = st->due_head; c; c = c->due_next)
-        n++;
+    int n = st->ndue;
     int argc = 4 + 2 * n, k = 4, i = 0;
     const char **argv = xmalloc((size_t)argc * sizeof(*argv));
     char *keys = xmalloc((size_t)n * RD_KEY_MAX);
@@ -405,8 +406,6 @@ static void rd_fetch(struct bus *b)
 }
 
 /* ---- the wake reader (its own connection) ------------------------------- */
-
-static void rd_read(struct bus *b);
 
 static void rd_on_retry(evutil_socket_t fd, short what, void *arg)
 {
