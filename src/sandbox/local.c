@@ -1032,12 +1032,15 @@ void sandbox_local_sweep(struct server *srv)
 
 /* The processes still to finish are found through their events, so that
  * no registry (a mutable global) is needed: a live process has its pidfd
- * event, its output events or its deferred settle on the base. */
+ * event, its output events or its deferred settle on the base. One the
+ * spawner has not started yet has none of them, only its info pipe, which
+ * stays open until bwrap reported or died. */
 static int local_count_event(const struct event_base *base,
                              const struct event *ev, void *arg)
 {
     event_callback_fn cb = event_get_callback(ev);
-    if (cb == local_on_reap || cb == local_on_output || cb == local_on_defer)
+    if (cb == local_on_reap || cb == local_on_output ||
+        cb == local_on_defer || cb == local_on_info)
         ++*(int *)arg;
     return 0;
 }

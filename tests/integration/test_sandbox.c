@@ -52,6 +52,7 @@
 #include "corral/log.h"
 #include "corral/child.h"
 #include "corral/sandbox.h"
+#include "corral/spawn.h"
 #include "corral/unixaddr.h"
 #include "corral/server.h"
 
@@ -1162,6 +1163,31 @@ static void test_close_running(void **state)
     ctx_deinit(&c);
 }
 
+/* close before the spawner answered (corrald stopped right after a
+ * launch): the drain still waits for that process, which is killed once
+ * started and reported through on_exit, so nothing is left or leaked. */
+static void test_close_while_starting(void **state)
+{
+    (void)state;
+    struct ctx c;
+    char id[UUID_STR_LEN + 1];
+    ctx_init(&c, 1024, 256);
+    assert_int_equal(spawn_service_start(0), 0); /* as corrald runs */
+    spawn_service_attach(c.base);
+    struct sandbox *sb = open_new(&c, id);
+    struct res r = {0};
+    const char *argv[] = {"sleep", "987647", NULL};
+    start(sb, argv, NULL, &r);
+    sandbox_local.close(sb); /* no loop turn: the spawner has not answered */
+    assert_int_equal(r.exits, 0);
+    assert_int_equal(sandbox_local_drain(&c.srv, WAIT_MS), 0);
+    assert_int_equal(r.exits, 1);
+    spawn_service_stop();
+    assert_no_procs(&c, "987647");
+    res_free(&r);
+    ctx_deinit(&c);
+}
+
 struct gone {
     const char *root;
     const char *base;
@@ -1355,6 +1381,7 @@ int main(void)
         cmocka_unit_test(test_kill_at_once),
         cmocka_unit_test(test_close_from_callback),
         cmocka_unit_test(test_close_running),
+        cmocka_unit_test(test_close_while_starting),
         cmocka_unit_test(test_destroy),
     };
     int failed = cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);
