@@ -17,5 +17,7 @@ void ids_uuid7_from(uint64_t unix_ms, const uint8_t rnd[10],
 /* True when s is a canonical UUID string (any version, lowercase or
  * uppercase hex, with dashes). */
 bool ids_is_uuid(const char *s);
+/* FNV-1a of a string: the bucket of an id or key in a hash table. */
+uint64_t ids_hash(const char *s);
 
 #endif

@@ -97,6 +97,14 @@ void pg_pool_free(struct pg_pool *pool);
 void pg_query(struct pg_pool *pool, const char *sql, int nparams,
               const char *const *params, pg_cb cb, void *arg);
 
+/* As pg_query, without the queue deadline (queue_timeout_ms): for the
+ * server's own writes, which a burst must delay but not lose (a run's
+ * load, phases and result, the event log, sandbox states). They still
+ * fail at once when the database is down or max_waiting queries wait,
+ * and a running query still has query_timeout_ms. */
+void pg_query_patient(struct pg_pool *pool, const char *sql, int nparams,
+                      const char *const *params, pg_cb cb, void *arg);
+
 /* True when at least one connection is up. */
 bool pg_pool_ready(const struct pg_pool *pool);
 void pg_pool_get_stats(const struct pg_pool *pool, struct pg_pool_stats *out);

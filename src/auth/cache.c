@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "corral/auth_cache.h"
+#include "corral/ids.h"
 #include "corral/mem.h"
 
 #define NBUCKETS 4096
@@ -25,10 +26,7 @@ struct auth_cache {
 
 static unsigned bucket_of(const char *key)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *key; key++)
-        h = (h ^ (uint8_t)*key) * 16777619u;
-    return h % NBUCKETS;
+    return (unsigned)(ids_hash(key) % NBUCKETS);
 }
 
 struct auth_cache *auth_cache_new(int ttl_ms)

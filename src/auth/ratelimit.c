@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "corral/ids.h"
 #include "corral/mem.h"
 
 #define KEY_MAX 96
@@ -26,14 +27,6 @@ struct ratelimit {
     size_t max_keys, nkeys, nslots;
     struct bucket *slots;
 };
-
-static uint64_t hash_key(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
 
 struct ratelimit *ratelimit_new(int per_min, size_t max_keys)
 {
@@ -76,7 +69,7 @@ static void refill(const struct ratelimit *rl, struct bucket *b,
 
 static size_t find_slot(const struct ratelimit *rl, const char *key)
 {
-    size_t mask = rl->nslots - 1, i = (size_t)hash_key(key) & mask;
+    size_t mask = rl->nslots - 1, i = (size_t)ids_hash(key) & mask;
     while (rl->slots[i].used && strcmp(rl->slots[i].key, key) != 0)
         i = (i + 1) & mask;
     return i;

@@ -93,14 +93,6 @@ void bus_event_release(struct bus_event *ev)
 
 /* ---- chats by id -------------------------------------------------------- */
 
-static size_t chat_hash(const char *id)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 1099511628211ull;
-    return (size_t)h;
-}
-
 /* Chat ids are kept in lowercase, as PostgreSQL prints uuids. */
 static void id_lower(char out[BUS_CHAT_ID_LEN + 1], const char *id)
 {
@@ -112,7 +104,7 @@ static void id_lower(char out[BUS_CHAT_ID_LEN + 1], const char *id)
 
 struct bus_chat *bus_chat_find(struct bus *b, const char *id)
 {
-    struct bus_chat *c = b->tab[chat_hash(id) & (b->nb - 1)];
+    struct bus_chat *c = b->tab[(size_t)ids_hash(id) & (b->nb - 1)];
     while (c && strcmp(c->id, id) != 0)
         c = c->hnext;
     return c;
@@ -125,7 +117,7 @@ static void chat_rehash(struct bus *b, size_t nb)
         struct bus_chat *c = b->tab[i], *next;
         for (; c; c = next) {
             next = c->hnext;
-            size_t j = chat_hash(c->id) & (nb - 1);
+            size_t j = (size_t)ids_hash(c->id) & (nb - 1);
             c->hnext = tab[j];
             tab[j] = c;
         }
@@ -146,7 +138,7 @@ static struct bus_chat *chat_get(struct bus *b, const char *id)
     snprintf(c->id, sizeof(c->id), "%s", id);
     c->qtail = &c->qhead;
     c->active_us = server_mono_us();
-    size_t j = chat_hash(id) & (b->nb - 1);
+    size_t j = (size_t)ids_hash(id) & (b->nb - 1);
     c->hnext = b->tab[j];
     b->tab[j] = c;
     b->nchats++;

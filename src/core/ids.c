@@ -46,3 +46,11 @@ bool ids_is_uuid(const char *s)
     }
     return true;
 }
+
+uint64_t ids_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}

@@ -153,12 +153,6 @@ static struct server *run_srv(struct run *run)
     return run->chat->reg->srv;
 }
 
-/* Whether the work should go on: the run is still the chat's turn. */
-static bool run_current(struct run *run)
-{
-    return !run->ending && run->chat->active == run && !run->chat->reg->closing;
-}
-
 static void close_fd(int *fd)
 {
     if (*fd >= 0)
@@ -174,7 +168,7 @@ static void finish(struct run *run, const char *detail)
     close_fd(&att->dirfd);
     close_fd(&att->destfd);
     close_fd(&att->blobfd);
-    if (!run_current(run))
+    if (!run_is_current(run))
         ; /* interrupted, timed out, deleted: end_run already ran */
     else if (detail)
         end_run(run, RUN_PHASE_FAILED, "sandbox_failed", detail);
@@ -206,7 +200,7 @@ static void on_slice(evutil_socket_t fd, short what, void *arg)
     struct run *run = arg;
     struct run_attach *att = run->att;
     struct att_file *f = &att->files[att->next];
-    if (!run_current(run)) {
+    if (!run_is_current(run)) {
         finish(run, NULL);
         return;
     }
@@ -336,7 +330,7 @@ static void on_copied(void *arg, const struct child_result *res)
     struct run *run = arg;
     struct run_attach *att = run->att;
     struct att_file *f = &att->files[att->next];
-    if (!run_current(run)) {
+    if (!run_is_current(run)) {
         finish(run, NULL);
         return;
     }

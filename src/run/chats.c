@@ -53,6 +53,12 @@ struct chat_rt *chats_rt_lookup(struct chats *c, const char *chat_id)
     return rt_find(c, chat_id);
 }
 
+bool run_is_current(const struct run *run)
+{
+    return !run->ending && run->chat->active == run &&
+           !run->chat->reg->closing;
+}
+
 /* ---- publishing ---- */
 
 void chat_publish(struct run *run, const char *type, const struct buf *data,

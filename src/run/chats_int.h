@@ -112,6 +112,9 @@ struct chat_rt {
     uint64_t cli_used_us;      /* a run last started (LRU) */
 };
 
+/* The runtime of chat_id, or NULL (chats.c). */
+struct chat_rt *chats_rt_lookup(struct chats *c, const char *chat_id);
+
 /* The cap on live CLIs (cli_slots.c). */
 struct cli_slots {
     int max;                   /* cli_max_live */

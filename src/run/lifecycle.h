@@ -35,8 +35,6 @@ void quota_before_turn(struct run *run, void (*next)(struct run *run));
 void quota_measure_idle(struct chat_rt *rt);
 /* Kills the measurements in flight (shutdown). */
 void quota_free(struct chats *c);
-/* The runtime of chat_id, or NULL (chats.c). */
-struct chat_rt *chats_rt_lookup(struct chats *c, const char *chat_id);
 /* Ends an interrupted run: CANCELLED, or FAILED with run->stop_code when
  * corral interrupted it itself (chats.c). */
 void end_interrupted(struct run *run);

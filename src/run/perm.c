@@ -501,13 +501,12 @@ static void remember(const struct perm_req *p, const char *user_id)
 static struct perm_req *find_pending(struct chats *c, const char *chat_id,
                                      const char *request_id)
 {
-    for (struct chat_rt *rt = c->list; rt; rt = rt->next) {
-        if (strcmp(rt->id, chat_id) != 0 || !rt->active)
-            continue;
-        for (struct perm_req *p = rt->active->perms; p; p = p->next)
-            if (p->state == PERM_PENDING && strcmp(p->id, request_id) == 0)
-                return p;
-    }
+    struct chat_rt *rt = chats_rt_lookup(c, chat_id);
+    if (!rt || !rt->active)
+        return NULL;
+    for (struct perm_req *p = rt->active->perms; p; p = p->next)
+        if (p->state == PERM_PENDING && strcmp(p->id, request_id) == 0)
+            return p;
     return NULL;
 }
 

@@ -244,12 +244,6 @@ static void stop_run(struct run *run, int64_t used)
         end_run(run, RUN_PHASE_FAILED, run->stop_code, run->stop_detail);
 }
 
-static bool run_current(const struct run *run)
-{
-    return !run->ending && run->chat->active == run &&
-           !run->chat->reg->closing;
-}
-
 static void arm_periodic(struct chat_rt *rt);
 
 static void job_finish(struct du_job *j, bool ok, int64_t used)
@@ -265,7 +259,7 @@ static void job_finish(struct du_job *j, bool ok, int64_t used)
         j->cb(j->arg, over, ok ? used : -1);
         break;
     case DU_BEFORE_TURN:
-        if (run_current(run) && run->phase == RUN_PHASE_SANDBOX_PREPARE) {
+        if (run_is_current(run) && run->phase == RUN_PHASE_SANDBOX_PREPARE) {
             if (over) {
                 char d[128];
                 over_detail(cfg, used, d, sizeof(d));
@@ -278,7 +272,7 @@ static void job_finish(struct du_job *j, bool ok, int64_t used)
         break;
     case DU_DURING_TURN:
         run->chat->quota_measuring = false;
-        if (over && run_current(run))
+        if (over && run_is_current(run))
             stop_run(run, used);
         break;
     case DU_IDLE:

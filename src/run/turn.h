@@ -13,6 +13,9 @@ bool run_set_phase(struct run *run, enum run_phase to);
 void end_run(struct run *run, enum run_phase final, const char *code,
              const char *detail);
 void run_release(struct run *run);
+/* Whether work done for run in the background should go on: it is still
+ * its chat's turn, not ending, and the server is not shutting down. */
+bool run_is_current(const struct run *run);
 void chat_publish(struct run *run, const char *type, const struct buf *data,
                   bool durable);
 void chat_publish_error(struct run *run, const char *code,

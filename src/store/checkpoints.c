@@ -15,7 +15,7 @@ void store_checkpoint_insert(struct pg_pool *pg, const char *const p[7],
 {
     /* The DELETE does not see the row being inserted (one snapshot):
      * it keeps retention - 1 of the older ones. */
-    pg_query(pg,
+    pg_query_patient(pg,
              "WITH ins AS (INSERT INTO checkpoints (id, chat_id, message_id,"
              " files, bytes, bytes_total) VALUES ($1, $2, $3, $4, $5, $6)"
              " RETURNING id),"

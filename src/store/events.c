@@ -63,7 +63,7 @@ void store_events_insert(struct pg_pool *pg, int n, const char *const *params,
         buf_putc(&col[c], '}');
         arrays[c] = buf_cstr(&col[c]);
     }
-    pg_query(pg,
+    pg_query_patient(pg,
              "WITH v AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], "
              "$3::text[], $4::json[], $5::uuid[]) "
              "AS v (chat_id, seq, type, payload, message_id)), "

@@ -6,7 +6,7 @@
 void store_perm_insert(struct pg_pool *pg, const char *const params[11],
                        pg_cb cb, void *arg)
 {
-    pg_query(pg,
+    pg_query_patient(pg,
              "INSERT INTO permission_requests AS p (id, chat_id, message_id,"
              " tool_use_id, tool_name, input, suggestions, status, decision,"
              " reason, expires_at, decided_at) VALUES ($1, $2, $3, $4, $5,"
@@ -20,7 +20,7 @@ void store_perm_insert(struct pg_pool *pg, const char *const params[11],
 void store_perm_resolve(struct pg_pool *pg, const char *const params[6],
                         pg_cb cb, void *arg)
 {
-    pg_query(pg,
+    pg_query_patient(pg,
              "UPDATE permission_requests AS p SET status = 'resolved',"
              " decision = $2, reason = $3, decided_by = $4::uuid,"
              " deny_message = $5, updated_input = $6::json,"

@@ -802,8 +802,9 @@ void pg_pool_free(struct pg_pool *pool)
     pool_leave(pool); /* frees now, or when the outermost handler returns */
 }
 
-void pg_query(struct pg_pool *pool, const char *sql, int nparams,
-              const char *const *params, pg_cb cb, void *arg)
+static void pool_queue(struct pg_pool *pool, const char *sql, int nparams,
+                       const char *const *params, pg_cb cb, void *arg,
+                       bool deadline)
 {
     struct pg_req *r = req_new(pool, sql, nparams, params, cb, arg);
 
@@ -832,8 +833,21 @@ void pg_query(struct pg_pool *pool, const char *sql, int nparams,
     r->queued_us = now_us();
     TAILQ_INSERT_TAIL(&pool->waiting, r, link);
     pool->nwaiting++;
-    event_add(&r->ev, &tv);
+    if (deadline)
+        event_add(&r->ev, &tv);
     pool_dispatch(pool);
+}
+
+void pg_query(struct pg_pool *pool, const char *sql, int nparams,
+              const char *const *params, pg_cb cb, void *arg)
+{
+    pool_queue(pool, sql, nparams, params, cb, arg, true);
+}
+
+void pg_query_patient(struct pg_pool *pool, const char *sql, int nparams,
+                      const char *const *params, pg_cb cb, void *arg)
+{
+    pool_queue(pool, sql, nparams, params, cb, arg, false);
 }
 
 bool pg_pool_ready(const struct pg_pool *pool)

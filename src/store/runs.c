@@ -43,7 +43,7 @@ void store_run_load(struct pg_pool *pg, const char *run_id, pg_cb cb,
                     void *arg)
 {
     const char *p[] = {run_id};
-    pg_query(pg,
+    pg_query_patient(pg,
              "SELECT c.model, c.permission_mode, c.system_prompt_append,"
              " c.session_id, c.session_started, c.prompt_edited,"
              " c.deleted_at IS NOT NULL, m.content #>> '{}', m.model,"
@@ -70,7 +70,7 @@ void store_run_phase(struct pg_pool *pg, const char *run_id,
                      const char *status, pg_cb cb, void *arg)
 {
     const char *p[] = {run_id, reply_id, phase, status};
-    pg_query(pg,
+    pg_query_patient(pg,
              "WITH r AS (UPDATE runs SET phase = $3, started_at ="
              " COALESCE(started_at, CASE WHEN $3 <> 'queued' THEN"
              " clock_timestamp() END) WHERE id = $1)"
@@ -104,7 +104,7 @@ void store_run_phase(struct pg_pool *pg, const char *run_id,
 void store_run_finish(struct pg_pool *pg, const char *const params[9],
                       pg_cb cb, void *arg)
 {
-    pg_query(pg,
+    pg_query_patient(pg,
              "WITH r AS (UPDATE runs SET phase = $4, ended_at ="
              " clock_timestamp() WHERE id = $1 RETURNING chat_id),"
              " c AS (UPDATE chats SET last_activity_at = clock_timestamp(),"

@@ -10,7 +10,7 @@ void store_sandbox_state(struct pg_pool *pg, const char *chat_id,
 {
     const char *p[] = {chat_id, state};
     /* The subquery locks the row, so the old value is the one replaced. */
-    pg_query(pg,
+    pg_query_patient(pg,
              "UPDATE chats c SET sandbox_state = $2 FROM (SELECT id,"
              " sandbox_state AS old FROM chats WHERE id = $1"
              " AND (deleted_at IS NULL OR $2 = 'none') FOR UPDATE) o"

@@ -728,6 +728,34 @@ static void test_queue_timeout(void **state)
     event_base_free(base);
 }
 
+/* The server's own writes wait out a busy pool instead of failing. */
+static void test_patient_query_outlasts_the_queue_timeout(void **state)
+{
+    struct env *e = *state;
+    struct event_base *base = event_base_new();
+    struct pg_pool_opts o = {.size = 1, .queue_timeout_ms = 200};
+    struct rec r;
+    rec_init(&r);
+    r.pool = pg_pool_new(base, e->conninfo, &o);
+    assert_true(run_until(base, pool_all_up, r.pool, 5000));
+
+    rec_query(&r, 0, "SELECT pg_sleep(0.6)", 0, NULL);
+    r.in_query = true;
+    pg_query_patient(r.pool, "SELECT 'waited'", 0, NULL, rec_cb,
+                     &r.slots[1]);
+    r.in_query = false;
+    rec_query(&r, 2, "SELECT 1", 0, NULL);
+    assert_true(rec_wait(base, &r, 3, 5000));
+    assert_int_equal(r.order[0], 2); /* the ordinary one timed out */
+    assert_int_equal(r.st[2], PG_E_TIMEOUT);
+    assert_int_equal(r.st[0], PG_OK);
+    assert_int_equal(r.st[1], PG_OK);
+    assert_string_equal(r.val[1][0], "waited");
+    rec_assert_once(&r);
+    pg_pool_free(r.pool);
+    event_base_free(base);
+}
+
 static void test_query_timeout(void **state)
 {
     struct env *e = *state;
@@ -967,6 +995,7 @@ int main(void)
         cmocka_unit_test(test_large_data),
         cmocka_unit_test(test_max_waiting),
         cmocka_unit_test(test_queue_timeout),
+        cmocka_unit_test(test_patient_query_outlasts_the_queue_timeout),
         cmocka_unit_test(test_query_timeout),
         cmocka_unit_test(test_free_cancels),
         cmocka_unit_test(test_free_from_callback),

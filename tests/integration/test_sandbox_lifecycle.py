@@ -163,6 +163,30 @@ def test_delete_removes_workspace_and_state(make_server, model):
     wait_gauge(srv, "running", 0)
 
 
+def test_delete_during_the_first_start_leaves_nothing(make_server, model):
+    """A delete that lands while a new chat's sandbox is starting (its
+    folders, gateway socket and bwrap on the way) leaves no tree and no
+    process behind."""
+    srv = lifecycle_server(make_server, model)
+    model.scenario([text_rule("hello", "hi")])
+    u = register(srv)
+    chats = [Chat(srv, u) for _ in range(6)]
+    for chat in chats:
+        chat.send("hello")
+        r = srv.delete(f"/chats/{chat.id}", token=u.access)
+        assert r.status_code == 204, r.text
+    roots = [os.path.join(srv.data_dir, "sandboxes", c.id) for c in chats]
+    deadline = time.time() + 15
+    while time.time() < deadline and any(
+            os.path.exists(r) or chat_leftovers(srv, c)
+            for r, c in zip(roots, chats)):
+        time.sleep(0.1)
+    left = [r for r in roots if os.path.exists(r)]
+    left += [x for c in chats for x in chat_leftovers(srv, c)]
+    assert not left
+    assert requests.get(srv.url("/healthz"), timeout=10).status_code == 200
+
+
 def test_crash_leaves_no_sandbox_behind(make_server, model):
     """corrald killed with a sandbox running: its processes go with it,
     and the next start records the sandbox stopped."""
