@@ -81,6 +81,7 @@ struct config {
     int sandbox_nproc;        /* RLIMIT_NPROC inside the sandbox */
     int sandbox_fsize_mb;     /* RLIMIT_FSIZE: largest file */
     int sandbox_cpu_s;        /* RLIMIT_CPU; 0 = none */
+    int sandbox_starts_max;   /* bwraps in their set-up at once */
     char *sandbox_init_path;  /* the in-sandbox init/forwarder binary */
     /* checkpoints (src/run/checkpoint.c) */
     char *snapshot_path;      /* the corral-snapshot helper binary */

@@ -107,6 +107,9 @@ int sandbox_local_drain(struct server *srv, int ms);
 /* Start-up: removes (off the loop) the trees of destroys that an earlier
  * process did not finish. */
 void sandbox_local_sweep(struct server *srv);
+/* Sandboxes in their set-up now, and launches waiting for a start slot
+ * (sandbox_starts_max). */
+void sandbox_local_starts(int *starting, int *waiting);
 
 /* Host paths of the sandbox's trees (valid while the sandbox is open). */
 const char *sandbox_workspace_dir(const struct sandbox *sb);

@@ -120,6 +120,8 @@ static const struct opt opts[] = {
     {"sandbox_fsize_mb", OPT_INT, F(sandbox_fsize_mb), "1024", 1, 1048576,
      false},
     {"sandbox_cpu_s", OPT_INT, F(sandbox_cpu_s), "0", 0, 31536000, false},
+    {"sandbox_starts_max", OPT_INT, F(sandbox_starts_max), "8", 1, 1024,
+     false},
     {"sandbox_init_path", OPT_STR, F(sandbox_init_path), NULL, 0, 0, false},
     {"snapshot_path", OPT_STR, F(snapshot_path), NULL, 0, 0, false},
     {"checkpoint_timeout_ms", OPT_INT, F(checkpoint_timeout_ms), "120000",

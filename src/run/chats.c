@@ -10,6 +10,7 @@
 #include "corral/bus.h"
 #include "corral/cli_proc.h"
 #include "corral/gateway.h"
+#include "corral/ids.h"
 #include "corral/json.h"
 #include "corral/log.h"
 #include "corral/mem.h"
@@ -25,12 +26,61 @@
 
 /* ---- registry ---- */
 
+/* Every request and run step finds its chat by id: with thousands of live
+ * chats a walk of the list was the loop's largest cost (bench shape 7). */
+static size_t rt_bucket(const struct chats *c, const char *chat_id)
+{
+    return (size_t)ids_hash(chat_id) & (c->nb - 1);
+}
+
 static struct chat_rt *rt_find(struct chats *c, const char *chat_id)
 {
-    for (struct chat_rt *rt = c->list; rt; rt = rt->next)
-        if (strcmp(rt->id, chat_id) == 0)
-            return rt;
-    return NULL;
+    if (c->nb == 0)
+        return NULL;
+    struct chat_rt *rt = c->tab[rt_bucket(c, chat_id)];
+    while (rt && strcmp(rt->id, chat_id) != 0)
+        rt = rt->hnext;
+    return rt;
+}
+
+static void rt_rehash(struct chats *c, size_t nb)
+{
+    free(c->tab);
+    c->tab = xcalloc(nb, sizeof(*c->tab));
+    c->nb = nb;
+    for (struct chat_rt *rt = c->list; rt; rt = rt->next) {
+        size_t j = rt_bucket(c, rt->id);
+        rt->hnext = c->tab[j];
+        c->tab[j] = rt;
+    }
+}
+
+static void rt_link(struct chats *c, struct chat_rt *rt)
+{
+    rt->next = c->list;
+    if (c->list)
+        c->list->pprev = &rt->next;
+    rt->pprev = &c->list;
+    c->list = rt;
+    if (++c->n > c->nb) { /* at most one runtime per bucket on average */
+        rt_rehash(c, c->nb ? c->nb * 2 : 64);
+        return;
+    }
+    size_t j = rt_bucket(c, rt->id);
+    rt->hnext = c->tab[j];
+    c->tab[j] = rt;
+}
+
+static void rt_unlink(struct chats *c, struct chat_rt *rt)
+{
+    *rt->pprev = rt->next;
+    if (rt->next)
+        rt->next->pprev = rt->pprev;
+    struct chat_rt **pp = &c->tab[rt_bucket(c, rt->id)];
+    while (*pp != rt)
+        pp = &(*pp)->hnext;
+    *pp = rt->hnext;
+    c->n--;
 }
 
 static struct chat_rt *rt_get(struct chats *c, const char *chat_id)
@@ -43,8 +93,7 @@ static struct chat_rt *rt_get(struct chats *c, const char *chat_id)
     snprintf(rt->id, sizeof(rt->id), "%s", chat_id);
     rt->sandbox_state = NULL; /* as stored, until this process changes it */
     rt->cli_thinking = -1;
-    rt->next = c->list;
-    c->list = rt;
+    rt_link(c, rt);
     return rt;
 }
 
@@ -598,11 +647,7 @@ void chat_rt_release_idle(struct chat_rt *rt)
         gateway_close(rt->gw);
     if (rt->sb)
         sandbox_local.close(rt->sb);
-    struct chat_rt **pp = &c->list;
-    while (*pp && *pp != rt)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = rt->next;
+    rt_unlink(c, rt);
     if (rt->idle_timer)
         event_free(rt->idle_timer);
     free(rt);
@@ -722,7 +767,7 @@ void chats_free(struct chats *c)
         return;
     while (c->list) {
         struct chat_rt *rt = c->list;
-        c->list = rt->next;
+        rt_unlink(c, rt);
         if (rt->active) {
             perm_drop_all(rt->active);
             run_release(rt->active); /* the slot's reference */
@@ -739,6 +784,7 @@ void chats_free(struct chats *c)
     }
     sandbox_lifecycle_free(c);
     cli_slots_free(c);
+    free(c->tab);
     free(c->cli_real);
     free(c->cli_dir);
     free(c);

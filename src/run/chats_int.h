@@ -74,7 +74,8 @@ struct run {
 };
 
 struct chat_rt {
-    struct chat_rt *next;
+    struct chat_rt *next, **pprev; /* chats->list */
+    struct chat_rt *hnext;     /* its bucket in chats->tab */
     struct chats *reg;
     char id[CHATS_ID_LEN + 1];
     struct run *active;
@@ -128,7 +129,9 @@ struct cli_slots {
 
 struct chats {
     struct server *srv;
-    struct chat_rt *list;
+    struct chat_rt *list;      /* every runtime, for walks */
+    struct chat_rt **tab;      /* the same by id: nb buckets, n runtimes */
+    size_t nb, n;
     char *cli_real;            /* realpath of the CLI binary */
     char *cli_dir;             /* its directory, bound into sandboxes */
     bool closing;              /* shutting down: callbacks only release */

@@ -226,6 +226,15 @@ void chats_render_metrics(struct chats *c, struct buf *out)
         buf_printf(out, "corral_sandboxes{state=\"%s\"} %lld\n",
                    sb_states[i],
                    (long long)(c->sb_counts[i] > 0 ? c->sb_counts[i] : 0));
+    int starting, waiting;
+    sandbox_local_starts(&starting, &waiting);
+    buf_printf(out,
+               "# HELP corral_sandbox_starts Sandboxes in their set-up, and "
+               "launches waiting for a slot (sandbox_starts_max).\n"
+               "# TYPE corral_sandbox_starts gauge\n"
+               "corral_sandbox_starts{state=\"starting\"} %d\n"
+               "corral_sandbox_starts{state=\"waiting\"} %d\n",
+               starting, waiting);
     runs_render_metrics(c, out);
     cli_slots_render_metrics(c, out);
 }

@@ -119,7 +119,24 @@ struct sandbox_proc {
     bool exit_fired;
     struct spawn_req *req;    /* until the spawner has started bwrap */
     struct local_tomb *tomb;  /* destroy waits for this process */
+    /* the start gate: bwrap's plan while it waits for a slot */
+    struct sandbox_proc *gate_next;
+    bool gated;               /* waiting for a start slot */
+    bool starting;            /* holds one until bwrap reported its child */
+    struct local_argv *argv;  /* the plan's argv, owned until asked for */
+    struct spawn_plan plan;   /* its fds: the child's pipe ends */
 };
+
+/* Sandboxes in their set-up at once: bwrap from its spawn until it has
+ * reported its child on --info-fd (creating the namespaces, its heaviest
+ * part in the kernel) or died. Beyond sandbox_starts_max a launch waits
+ * here, its pipes made and its stdin queued, in arrival order: hundreds
+ * of bwraps in the kernel at once took the reactor's core for seconds
+ * (bench shape 7). Process-wide, as the spawner is. */
+static struct {
+    int max, starting, waiting;
+    struct sandbox_proc *head, **tail;
+} local_gate = {.tail = &local_gate.head};
 
 static char *local_fmt(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
@@ -176,6 +193,22 @@ static void local_argv_free(struct local_argv *a)
         free(a->owned[i]);
     free(a->owned);
     free(a->v);
+}
+
+/* The argv borrows the caller's strings (its argv, env and binds) for the
+ * length of the spawn call; a launch that waits past it keeps copies. */
+static void local_argv_copy_all(struct local_argv *a)
+{
+    char **copies = xcalloc(a->n ? a->n : 1, sizeof(*copies));
+    size_t ncopies = 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->v[i])
+            a->v[i] = copies[ncopies++] = xstrdup(a->v[i]);
+    for (size_t i = 0; i < a->nowned; i++)
+        free(a->owned[i]);
+    free(a->owned);
+    a->owned = copies;
+    a->nowned = a->owned_cap = ncopies;
 }
 
 /* DESIGN.md §6's recipe up to the per-sandbox binds. bwrap applies its
@@ -356,9 +389,16 @@ static void local_unlink(struct sandbox_proc *p)
 }
 
 static void local_tomb_release(struct local_tomb *t);
+static void local_gate_release(struct sandbox_proc *p);
+static void local_gate_unqueue(struct sandbox_proc *p);
+static void local_drop_plan(struct sandbox_proc *p);
 
 static void local_proc_free(struct sandbox_proc *p)
 {
+    if (p->gated)
+        local_gate_unqueue(p);
+    local_gate_release(p);
+    local_drop_plan(p);
     local_close_fd(&p->in_fd, &p->ev_in);
     local_close_fd(&p->out_fd, &p->ev_out);
     local_close_fd(&p->err_fd, &p->ev_err);
@@ -488,6 +528,7 @@ static void local_on_info(evutil_socket_t fd, short what, void *arg)
         local_close_fd(&p->info_fd, &p->ev_info);
         if (p->kill_wanted)
             local_kill_now(p); /* with the child, or bwrap that failed */
+        local_gate_release(p);
     }
 }
 
@@ -653,6 +694,7 @@ static void local_on_started(void *arg, pid_t pid, int pidfd, int err)
         log_error("sandbox: cannot start bwrap: %s", strerror(err));
         p->reaped = true;
         p->status = W_EXITCODE(127, 0);
+        local_gate_release(p);
         local_settle(p);
         return;
     }
@@ -667,49 +709,138 @@ static void local_on_started(void *arg, pid_t pid, int pidfd, int err)
     }
 }
 
-/* Starts bwrap with argv; the process, or NULL with *err. */
+/* ---- the start gate ----------------------------------------------------- */
+
+static void local_drop_plan(struct sandbox_proc *p)
+{
+    for (int i = 0; i < p->plan.nfds; i++)
+        close(p->plan.fds[i]);
+    p->plan.nfds = 0;
+    if (p->argv) {
+        local_argv_free(p->argv);
+        free(p->argv);
+        p->argv = NULL;
+    }
+}
+
+/* Asks the spawner for bwrap; the child's pipe ends go with the request
+ * (the spawner has its own copies once this returns). */
+static bool local_begin(struct sandbox_proc *p)
+{
+    p->req = spawn_async(event_get_base(&p->ev_defer), &p->plan,
+                         local_on_started, p);
+    int saved = errno;
+    local_drop_plan(p);
+    if (!p->req) {
+        log_error("sandbox: cannot start bwrap: %s", strerror(saved));
+        return false;
+    }
+    p->starting = true;
+    local_gate.starting++;
+    return true;
+}
+
+static void local_gate_unqueue(struct sandbox_proc *p)
+{
+    struct sandbox_proc **pp = &local_gate.head;
+    while (*pp != p)
+        pp = &(*pp)->gate_next;
+    *pp = p->gate_next;
+    if (local_gate.tail == &p->gate_next)
+        local_gate.tail = pp;
+    p->gate_next = NULL;
+    p->gated = false;
+    local_gate.waiting--;
+}
+
+/* Starts waiting launches while slots are free. One that cannot be
+ * started ends as exit 127, on a later loop turn. */
+static void local_gate_kick(void)
+{
+    while (local_gate.head && local_gate.starting < local_gate.max) {
+        struct sandbox_proc *p = local_gate.head;
+        local_gate_unqueue(p);
+        if (local_begin(p))
+            continue;
+        local_close_fd(&p->info_fd, &p->ev_info);
+        p->reaped = true;
+        p->status = W_EXITCODE(127, 0);
+        event_active(&p->ev_defer, 0, 0);
+    }
+}
+
+static void local_gate_release(struct sandbox_proc *p)
+{
+    if (!p->starting)
+        return;
+    p->starting = false;
+    local_gate.starting--;
+    local_gate_kick();
+}
+
+/* Killed or closed while waiting: nothing was started, so it ends at once
+ * as killed (its pipes' child ends close: our ends see EOF). */
+static void local_gate_drop(struct sandbox_proc *p)
+{
+    local_gate_unqueue(p);
+    local_drop_plan(p);
+    local_close_fd(&p->info_fd, &p->ev_info);
+    p->reaped = true;
+    p->status = SIGKILL; /* as wait reports a SIGKILLed process */
+    event_active(&p->ev_defer, 0, 0);
+}
+
+void sandbox_local_starts(int *starting, int *waiting)
+{
+    *starting = local_gate.starting;
+    *waiting = local_gate.waiting;
+}
+
+/* bwrap with argv (taken over): the process, or NULL with *err. It starts
+ * now, or when a start slot frees up. */
 static struct sandbox_proc *local_launch(struct sandbox *sb,
-                                         const struct local_argv *a,
+                                         struct local_argv *a,
                                          const char **err)
 {
     int in[2], out[2], errp[2], info[2];
     if (local_pipes(in, out, errp, info) < 0) {
         log_error("sandbox: pipe: %s", strerror(errno));
         *err = "sandbox: cannot create pipes";
-        goto fail;
+        local_close_pair(in);
+        local_close_pair(out);
+        local_close_pair(errp);
+        local_close_pair(info);
+        return NULL;
     }
     static char *const no_env[] = {NULL}; /* bwrap gets nothing of ours */
-    struct spawn_plan pl = {
+    struct sandbox_proc *p = local_proc_new(sb, 0, -1, in[1], out[0],
+                                            errp[0], info[0]);
+    p->argv = xmalloc(sizeof(*p->argv));
+    *p->argv = *a;
+    memset(a, 0, sizeof(*a));
+    p->plan = (struct spawn_plan){
         .path = sb->bwrap_path,
-        .argv = (char *const *)a->v,
+        .argv = (char *const *)p->argv->v,
         .envp = no_env,
         .fds = {in[0], out[1], errp[1], info[1]},
         .nfds = 4,
     };
-    local_plan_limits(&pl, sb->srv->cfg);
-    /* Started by the spawner: the loop does not wait for the exec. */
-    struct sandbox_proc *p = local_proc_new(sb, 0, -1, in[1], out[0],
-                                            errp[0], info[0]);
-    p->req = spawn_async(sb->srv->base, &pl, local_on_started, p);
-    int saved = errno;
-    close(in[0]);
-    close(out[1]);
-    close(errp[1]);
-    close(info[1]);
-    if (!p->req) {
-        log_error("sandbox: cannot start %s: %s", sb->bwrap_path,
-                  strerror(saved));
+    local_plan_limits(&p->plan, sb->srv->cfg);
+    local_gate.max = sb->srv->cfg->sandbox_starts_max;
+    if (local_gate.head || local_gate.starting >= local_gate.max) {
+        local_argv_copy_all(p->argv);
+        p->gated = true;
+        *local_gate.tail = p;
+        local_gate.tail = &p->gate_next;
+        local_gate.waiting++;
+        return p;
+    }
+    if (!local_begin(p)) {
         *err = "sandbox: cannot start bwrap";
         local_proc_free(p);
         return NULL;
     }
     return p;
-fail:
-    local_close_pair(in);
-    local_close_pair(out);
-    local_close_pair(errp);
-    local_close_pair(info);
-    return NULL;
 }
 
 static struct sandbox_proc *local_spawn(struct sandbox *sb,
@@ -726,7 +857,7 @@ static struct sandbox_proc *local_spawn(struct sandbox *sb,
     struct local_argv a = {0};
     local_build_argv(sb, o, &a);
     struct sandbox_proc *p = local_launch(sb, &a, err);
-    local_argv_free(&a);
+    local_argv_free(&a); /* emptied when launch took it over */
     if (!p)
         return NULL;
     p->cbs = *cbs;
@@ -768,6 +899,10 @@ void sandbox_proc_close_stdin(struct sandbox_proc *p)
 
 void sandbox_proc_kill(struct sandbox_proc *p)
 {
+    if (p->gated) {
+        local_gate_drop(p);
+        return;
+    }
     if (p->reaped || p->kill_wanted)
         return;
     p->kill_wanted = true;

@@ -704,15 +704,21 @@ static void test_max_waiting(void **state)
     event_base_free(base);
 }
 
-static void test_queue_timeout(void **state)
+/* One connection, and 200 ms of queue deadline. */
+static struct event_base *open_one_conn_pool(struct env *e, struct rec *r)
 {
-    struct env *e = *state;
     struct event_base *base = event_base_new();
     struct pg_pool_opts o = {.size = 1, .queue_timeout_ms = 200};
+    rec_init(r);
+    r->pool = pg_pool_new(base, e->conninfo, &o);
+    assert_true(run_until(base, pool_all_up, r->pool, 5000));
+    return base;
+}
+
+static void test_queue_timeout(void **state)
+{
     struct rec r;
-    rec_init(&r);
-    r.pool = pg_pool_new(base, e->conninfo, &o);
-    assert_true(run_until(base, pool_all_up, r.pool, 5000));
+    struct event_base *base = open_one_conn_pool(*state, &r);
 
     uint64_t t0 = now_ms();
     rec_query(&r, 0, "SELECT pg_sleep(1)", 0, NULL);
@@ -731,13 +737,8 @@ static void test_queue_timeout(void **state)
 /* The server's own writes wait out a busy pool instead of failing. */
 static void test_patient_query_outlasts_the_queue_timeout(void **state)
 {
-    struct env *e = *state;
-    struct event_base *base = event_base_new();
-    struct pg_pool_opts o = {.size = 1, .queue_timeout_ms = 200};
     struct rec r;
-    rec_init(&r);
-    r.pool = pg_pool_new(base, e->conninfo, &o);
-    assert_true(run_until(base, pool_all_up, r.pool, 5000));
+    struct event_base *base = open_one_conn_pool(*state, &r);
 
     rec_query(&r, 0, "SELECT pg_sleep(0.6)", 0, NULL);
     r.in_query = true;

@@ -1188,6 +1188,86 @@ static void test_close_while_starting(void **state)
     ctx_deinit(&c);
 }
 
+/* A sandbox of a context whose start gate has one slot. */
+static struct sandbox *open_gated(struct ctx *c, char id[UUID_STR_LEN + 1])
+{
+    char err[128];
+    ctx_init(c, 1024, 256);
+    assert_int_equal(config_set(&c->cfg, "sandbox_starts_max", "1", err,
+                                sizeof(err)), 0);
+    return open_new(c, id);
+}
+
+static void assert_starts(int want_starting, int want_waiting)
+{
+    int starting, waiting;
+    sandbox_local_starts(&starting, &waiting);
+    assert_int_equal(starting, want_starting);
+    assert_int_equal(waiting, want_waiting);
+}
+
+/* sandbox_starts_max 1: one bwrap in its set-up at a time; the others
+ * wait with their stdin queued, then run in order, each to its end. The
+ * caller's strings are gone once spawn returned (ASan would see a use). */
+static void test_start_gate_queues_launches(void **state)
+{
+    (void)state;
+    struct ctx c;
+    char id[UUID_STR_LEN + 1];
+    struct sandbox *sb = open_gated(&c, id);
+    struct res r[3] = {{0}};
+    for (int i = 0; i < 3; i++) {
+        char *cmd = strdup("cat");
+        assert_non_null(cmd);
+        const char *argv[] = {cmd, NULL};
+        struct sandbox_proc *p = start(sb, argv, NULL, &r[i]);
+        free(cmd);
+        char line[16];
+        snprintf(line, sizeof(line), "run %d\n", i);
+        assert_int_equal(sandbox_proc_write(p, line, strlen(line)), 0);
+        sandbox_proc_close_stdin(p);
+    }
+    assert_starts(1, 2);
+    for (int i = 0; i < 3; i++) {
+        char want[16];
+        snprintf(want, sizeof(want), "run %d\n", i);
+        wait_exit(&c, &r[i]);
+        assert_exit_code(r[i].status, 0);
+        assert_string_equal(r[i].out, want);
+        res_free(&r[i]);
+    }
+    assert_starts(0, 0);
+    sandbox_local.close(sb);
+    ctx_deinit(&c);
+}
+
+/* Closed while launches wait for a slot: those end at once as killed,
+ * the one starting is killed as usual, nothing is left. */
+static void test_start_gate_close_while_waiting(void **state)
+{
+    (void)state;
+    struct ctx c;
+    char id[UUID_STR_LEN + 1];
+    struct sandbox *sb = open_gated(&c, id);
+    struct res r[3] = {{0}};
+    const char *argv[] = {"sleep", "987645", NULL};
+    for (int i = 0; i < 3; i++)
+        start(sb, argv, NULL, &r[i]);
+    assert_starts(1, 2);
+    sandbox_local.close(sb);
+    assert_starts(1, 0);
+    assert_int_equal(sandbox_local_drain(&c.srv, WAIT_MS), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r[i].exits, 1);
+        assert_true(WIFSIGNALED(r[i].status) &&
+                    WTERMSIG(r[i].status) == SIGKILL);
+        res_free(&r[i]);
+    }
+    assert_starts(0, 0);
+    assert_no_procs(&c, "987645");
+    ctx_deinit(&c);
+}
+
 struct gone {
     const char *root;
     const char *base;
@@ -1382,6 +1462,8 @@ int main(void)
         cmocka_unit_test(test_close_from_callback),
         cmocka_unit_test(test_close_running),
         cmocka_unit_test(test_close_while_starting),
+        cmocka_unit_test(test_start_gate_queues_launches),
+        cmocka_unit_test(test_start_gate_close_while_waiting),
         cmocka_unit_test(test_destroy),
     };
     int failed = cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);

@@ -187,6 +187,22 @@ def test_delete_during_the_first_start_leaves_nothing(make_server, model):
     assert requests.get(srv.url("/healthz"), timeout=10).status_code == 200
 
 
+def test_start_gate_runs_every_chat(make_server, model):
+    """sandbox_starts_max 1: three chats sent to at once start their
+    sandboxes one after another and every reply completes; the gate's
+    gauges are exposed and end at zero."""
+    srv = lifecycle_server(make_server, model, CORRAL_SANDBOX_STARTS_MAX=1)
+    model.scenario([text_rule("hello", "hi")])
+    u = register(srv)
+    chats = [Chat(srv, u) for _ in range(3)]
+    sent = [c.send("hello") for c in chats]
+    for chat, s in zip(chats, sent):
+        assert chat.wait_reply(s["reply"]["id"])["status"] == "completed"
+    text = requests.get(srv.url("/metrics"), timeout=10).text
+    for state in ("starting", "waiting"):
+        assert f'corral_sandbox_starts{{state="{state}"}} 0' in text
+
+
 def test_crash_leaves_no_sandbox_behind(make_server, model):
     """corrald killed with a sandbox running: its processes go with it,
     and the next start records the sandbox stopped."""
