@@ -59,13 +59,14 @@ def chat_processes(chat_id):
 
 
 def chat_leftovers(srv, chat):
-    """What is still on the host of a chat: its workspace, its checkpoint
-    store (or the store renamed aside for removal), its processes."""
-    ckpt = os.path.join(srv.data_dir, "checkpoints")
-    names = os.listdir(ckpt) if os.path.isdir(ckpt) else []
-    left = [n for n in names if chat.id in n]
-    if os.path.exists(chat.workspace()):
-        left.append(chat.workspace())
+    """What is still on the host of a chat: its sandbox tree and its
+    checkpoint store (either of them renamed aside for removal: the
+    helper that removes it runs until the name is gone), its processes."""
+    left = []
+    for sub in ("checkpoints", "sandboxes"):
+        top = os.path.join(srv.data_dir, sub)
+        names = os.listdir(top) if os.path.isdir(top) else []
+        left += [n for n in names if chat.id in n]
     return left + chat_processes(chat.id)
 
 
@@ -175,15 +176,11 @@ def test_delete_during_the_first_start_leaves_nothing(make_server, model):
         chat.send("hello")
         r = srv.delete(f"/chats/{chat.id}", token=u.access)
         assert r.status_code == 204, r.text
-    roots = [os.path.join(srv.data_dir, "sandboxes", c.id) for c in chats]
     deadline = time.time() + 15
-    while time.time() < deadline and any(
-            os.path.exists(r) or chat_leftovers(srv, c)
-            for r, c in zip(roots, chats)):
+    while time.time() < deadline and any(chat_leftovers(srv, c)
+                                         for c in chats):
         time.sleep(0.1)
-    left = [r for r in roots if os.path.exists(r)]
-    left += [x for c in chats for x in chat_leftovers(srv, c)]
-    assert not left
+    assert not [x for c in chats for x in chat_leftovers(srv, c)]
     assert requests.get(srv.url("/healthz"), timeout=10).status_code == 200
 
 
