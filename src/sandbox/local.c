@@ -740,6 +740,15 @@ static bool local_begin(struct sandbox_proc *p)
     return true;
 }
 
+static void local_gate_enqueue(struct sandbox_proc *p)
+{
+    local_argv_copy_all(p->argv);
+    p->gated = true;
+    *local_gate.tail = p;
+    local_gate.tail = &p->gate_next;
+    local_gate.waiting++;
+}
+
 static void local_gate_unqueue(struct sandbox_proc *p)
 {
     struct sandbox_proc **pp = &local_gate.head;
@@ -753,19 +762,26 @@ static void local_gate_unqueue(struct sandbox_proc *p)
     local_gate.waiting--;
 }
 
+/* A launch that never ran ends with status, on a later loop turn (its
+ * plan is dropped: the child's pipe ends close, ours see EOF). */
+static void local_end_unstarted(struct sandbox_proc *p, int status)
+{
+    local_drop_plan(p);
+    local_close_fd(&p->info_fd, &p->ev_info);
+    p->reaped = true;
+    p->status = status;
+    event_active(&p->ev_defer, 0, 0);
+}
+
 /* Starts waiting launches while slots are free. One that cannot be
- * started ends as exit 127, on a later loop turn. */
+ * started ends as exit 127. */
 static void local_gate_kick(void)
 {
     while (local_gate.head && local_gate.starting < local_gate.max) {
         struct sandbox_proc *p = local_gate.head;
         local_gate_unqueue(p);
-        if (local_begin(p))
-            continue;
-        local_close_fd(&p->info_fd, &p->ev_info);
-        p->reaped = true;
-        p->status = W_EXITCODE(127, 0);
-        event_active(&p->ev_defer, 0, 0);
+        if (!local_begin(p))
+            local_end_unstarted(p, W_EXITCODE(127, 0));
     }
 }
 
@@ -779,15 +795,11 @@ static void local_gate_release(struct sandbox_proc *p)
 }
 
 /* Killed or closed while waiting: nothing was started, so it ends at once
- * as killed (its pipes' child ends close: our ends see EOF). */
+ * as killed. */
 static void local_gate_drop(struct sandbox_proc *p)
 {
     local_gate_unqueue(p);
-    local_drop_plan(p);
-    local_close_fd(&p->info_fd, &p->ev_info);
-    p->reaped = true;
-    p->status = SIGKILL; /* as wait reports a SIGKILLed process */
-    event_active(&p->ev_defer, 0, 0);
+    local_end_unstarted(p, SIGKILL); /* as wait reports a SIGKILLed one */
 }
 
 void sandbox_local_starts(int *starting, int *waiting)
@@ -828,11 +840,7 @@ static struct sandbox_proc *local_launch(struct sandbox *sb,
     local_plan_limits(&p->plan, sb->srv->cfg);
     local_gate.max = sb->srv->cfg->sandbox_starts_max;
     if (local_gate.head || local_gate.starting >= local_gate.max) {
-        local_argv_copy_all(p->argv);
-        p->gated = true;
-        *local_gate.tail = p;
-        local_gate.tail = &p->gate_next;
-        local_gate.waiting++;
+        local_gate_enqueue(p);
         return p;
     }
     if (!local_begin(p)) {
